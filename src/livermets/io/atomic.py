@@ -1,0 +1,58 @@
+"""Atomic file writing: write to a temporary file beside the target, then rename.
+
+A crash mid-write leaves either the old file or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from livermets.types import PathLike
+
+
+def full_suffix(path: PathLike) -> str:
+    """The file's suffix with `.nii.gz`-style double suffixes kept whole (lower case)."""
+    name = Path(path).name.lower()
+    for double in (".nii.gz", ".tar.gz"):
+        if name.endswith(double):
+            return double
+    return Path(name).suffix
+
+
+def stem_without_suffix(path: PathLike) -> str:
+    """The file name without its (possibly double, e.g. `.nii.gz`) suffix."""
+    name = Path(path).name
+    suffix = full_suffix(path)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` with the same suffix; rename it onto `path` on success.
+
+    The parent folder is created if missing. On an exception the temporary file is removed
+    and `path` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = full_suffix(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
