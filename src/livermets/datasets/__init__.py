@@ -1,0 +1,1 @@
+"""Importers for public data layouts (3D-IRCADb, MSD/LiTS, DICOM + DICOM-SEG) and the generated cohort."""
