@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path, full_suffix
+from livermets.io.nifti_check import nifti_problem
 from livermets.io.volume import Geometry, Volume
 from livermets.types import PathLike
 
@@ -101,6 +102,10 @@ def read_image(path: PathLike, *, series_uid: str | None = None) -> Volume:
 
         return read_dicom_series(p, series_uid=series_uid)
     reader = _sitk_reader(p)
+    if full_suffix(p) in (".nii", ".nii.gz"):
+        problem = nifti_problem(p)
+        if problem is not None:
+            raise InputError(f"{p} is truncated or corrupt ({problem}); re-export or re-copy it")
     try:
         image = reader.Execute()
     except RuntimeError as exc:

@@ -151,7 +151,7 @@ def _parse_row(values: dict[str, str], number: int, base: Path, manifest: Path) 
         if not value:
             return None
         p = Path(value).expanduser()
-        return p if p.is_absolute() else base / p
+        return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
     image = resolve(values["image"])
     assert image is not None  # required value checked above
