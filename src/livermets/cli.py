@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 _state: dict[str, bool] = {"debug": False}
 
@@ -111,6 +113,58 @@ def convert(
 
     _run(lambda: convert_image(source, target, series_uid=series_uid, overwrite=overwrite))
     typer.echo(str(target))
+
+
+class ImportFormat(str, Enum):
+    """Data layouts `livermets import` reads."""
+
+    ircadb = "ircadb"
+    msd = "msd"
+    dicom_seg = "dicom-seg"
+
+
+@app.command("import")
+def import_(
+    fmt: Annotated[
+        ImportFormat, typer.Argument(metavar="FORMAT", help="ircadb, msd or dicom-seg.")
+    ],
+    source: Annotated[Path, typer.Argument(help="The data set's folder (see the README).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for NIfTI files and manifest.csv.")],
+    liver_segment: Annotated[
+        str, typer.Option(help="dicom-seg: regular expression for the liver segment's label.")
+    ] = r"^liver$",
+    lesion_segment: Annotated[
+        str, typer.Option(help="dicom-seg: regular expression for tumour segment labels.")
+    ] = r"^(tumou?r|lesion|metasta)",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing manifest in OUT.")] = False,
+) -> None:
+    """Import a public data layout into NIfTI files and a manifest.
+
+    ircadb: a 3D-IRCADb-01 patient folder (PATIENT_DICOM/, MASKS_DICOM.zip) or a folder of
+    them. msd: a Decathlon Task03_Liver folder (imagesTr/, labelsTr/) or a LiTS folder.
+    dicom-seg: a folder of CT DICOM series with DICOM-SEG files (TCIA style).
+    """
+
+    def body() -> dict[str, Any]:
+        if fmt is ImportFormat.ircadb:
+            from livermets.datasets.ircadb import import_ircadb
+
+            result = import_ircadb(source, out, overwrite=overwrite)
+        elif fmt is ImportFormat.msd:
+            from livermets.datasets.msd import import_msd
+
+            result = import_msd(source, out, overwrite=overwrite)
+        else:
+            from livermets.datasets.dicomseg import import_dicom_seg
+
+            result = import_dicom_seg(source, out, overwrite=overwrite,
+                                      liver_pattern=liver_segment, lesion_pattern=lesion_segment)
+        summary = result.to_json()
+        return {k: summary[k] for k in ("format", "manifest", "rows", "lesions")} | {
+            "cases": {c.patient_id + ("" if c.in_manifest else " (masks only)"): c.lesions
+                      for c in result.cases}}
+
+    _print_json(_run(body))
 
 
 def main() -> None:

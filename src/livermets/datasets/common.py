@@ -1,0 +1,102 @@
+"""What every importer shares: the output folder rule, writing one case, and the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livermets.errors import InputError
+from livermets.io import Volume, write_image
+from livermets.io.atomic import write_text_atomic
+from livermets.io.manifest import ManifestRow, write_manifest
+from livermets.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+#: Components of a reference lesion mask smaller than this are annotation specks, not lesions.
+MIN_LESION_VOLUME_MM3 = 10.0
+
+
+@dataclass
+class ImportedCase:
+    """One imported CT (or masks-only case): what was found and written."""
+
+    patient_id: str
+    timepoint: str = "baseline"
+    image: str = ""
+    liver_mask: str = ""
+    lesion_mask: str = ""
+    lesions: int = 0
+    lesion_volumes_ml: list[float] = field(default_factory=list)
+    in_manifest: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportResult:
+    """The importer's outcome: the manifest written and every case, with notes."""
+
+    format: str
+    source: str
+    manifest: Path | None
+    cases: list[ImportedCase]
+
+    @property
+    def rows(self) -> int:
+        """Number of CTs in the manifest."""
+        return sum(case.in_manifest for case in self.cases)
+
+    @property
+    def lesions(self) -> int:
+        """Number of reference lesions over the manifest's CTs."""
+        return sum(case.lesions for case in self.cases if case.in_manifest)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON summary (also written to `import.json` beside the manifest)."""
+        return {"format": self.format, "source": self.source,
+                "manifest": str(self.manifest) if self.manifest else None,
+                "rows": self.rows, "lesions": self.lesions,
+                "cases": [asdict(case) for case in self.cases]}
+
+
+def prepare_output(out_dir: PathLike, *, overwrite: bool) -> Path:
+    """The output folder, created; an existing manifest there is refused unless `overwrite`."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out needs a folder")
+    if (out / "manifest.csv").exists() and not overwrite:
+        raise InputError(f"{out} already holds a manifest.csv; choose another --out or pass "
+                         "--overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_mask(volume: Volume, array: np.ndarray, path: Path) -> str:
+    """Write a mask on `volume`'s grid; returns the path as a string for the summary."""
+    write_image(volume.with_array(array), path)
+    return str(path)
+
+
+def lesion_volumes_ml(labels: np.ndarray, volume: Volume) -> list[float]:
+    """Volume in mL of each label 1..K of an instance map on `volume`'s grid."""
+    counts = np.bincount(labels.ravel().astype(np.int64))[1:]
+    return [round(float(c) * volume.geometry.voxel_volume_ml, 3) for c in counts if c]
+
+
+def finish_import(fmt: str, source: PathLike, out: Path, cases: Sequence[ImportedCase],
+                  rows: Sequence[ManifestRow]) -> ImportResult:
+    """Write `manifest.csv` (when some case has a CT) and `import.json`; return the result."""
+    manifest = write_manifest(rows, out / "manifest.csv") if rows else None
+    if manifest is None:
+        logger.warning("%s: no case with a CT; masks written to %s, no manifest", source, out)
+    result = ImportResult(fmt, str(source), manifest, list(cases))
+    write_text_atomic(out / "import.json", json.dumps(result.to_json(), indent=2) + "\n")
+    logger.info("%s import: %d CT(s), %d lesion(s) -> %s", fmt, result.rows, result.lesions,
+                manifest)
+    return result

@@ -1,0 +1,93 @@
+"""Instance label maps: split binary masks into 3D connected components and number them.
+
+Shared by the importers, inference and evaluation so that "a lesion" means the same thing
+everywhere: a 26-connected component (voxels touching by a face, an edge or a corner) of the
+lesion mask. Labels run 1..K by decreasing volume; 0 is background.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from livermets.types import Spacing
+
+logger = logging.getLogger(__name__)
+
+FULL_CONNECTIVITY = 26
+_STRUCTURES = {
+    6: ndimage.generate_binary_structure(3, 1),
+    18: ndimage.generate_binary_structure(3, 2),
+    26: ndimage.generate_binary_structure(3, 3),
+}
+
+
+def connected_components(
+    mask: npt.NDArray[np.generic], *, connectivity: int = FULL_CONNECTIVITY
+) -> tuple[npt.NDArray[np.int32], int]:
+    """Label the 3D connected components of `mask > 0` (shape (z, y, x)).
+
+    `connectivity` is 6, 18 or 26 (face, +edge, +corner neighbours). Returns the int32 label
+    array (0 background, 1..K in scan order) and K.
+    """
+    if connectivity not in _STRUCTURES:
+        raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
+    labels, count = ndimage.label(np.asarray(mask) > 0, structure=_STRUCTURES[connectivity])
+    return labels.astype(np.int32, copy=False), int(count)
+
+
+def smallest_label_dtype(max_label: int) -> np.dtype[np.unsignedinteger]:
+    """uint8 up to 255 labels, uint16 up to 65535, else uint32."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_label <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"{max_label} labels do not fit in uint32")
+
+
+def relabel_by_volume(
+    labels: npt.NDArray[np.integer], *, min_voxels: int = 1
+) -> tuple[npt.NDArray[np.unsignedinteger], list[int]]:
+    """Renumber the labels of an instance map 1..K by decreasing voxel count (ties: old label).
+
+    Labels with fewer than `min_voxels` voxels become background. Returns the new map (the
+    smallest unsigned dtype that fits) and the voxel count of each new label, in order.
+    """
+    counts = np.bincount(labels.ravel().astype(np.int64))
+    old = [int(k) for k in np.nonzero(counts)[0] if k > 0 and counts[k] >= min_voxels]
+    old.sort(key=lambda k: (-int(counts[k]), k))
+    lookup = np.zeros(len(counts), dtype=np.int64)
+    lookup[old] = np.arange(1, len(old) + 1)
+    relabelled = lookup[labels].astype(smallest_label_dtype(len(old)))
+    return relabelled, [int(counts[k]) for k in old]
+
+
+def instance_labels(
+    mask: npt.NDArray[np.generic],
+    spacing: Spacing,
+    *,
+    min_volume_mm3: float = 0.0,
+    connectivity: int = FULL_CONNECTIVITY,
+) -> npt.NDArray[np.unsignedinteger]:
+    """Turn a binary or instance mask (z, y, x) into instance labels 1..K by decreasing volume.
+
+    A binary mask is split into connected components. An instance map (values > 1 present)
+    keeps its instances, but any instance made of several disconnected parts keeps them
+    together. Components under `min_volume_mm3` (spacing in mm, (z, y, x)) are dropped, and the
+    number dropped is logged.
+    """
+    array = np.asarray(mask)
+    if array.size and array.max() > 1:
+        labels = array.astype(np.int64)
+    else:
+        labels, _ = connected_components(array, connectivity=connectivity)
+    voxel_mm3 = float(np.prod(spacing))
+    min_voxels = max(1, int(np.ceil(min_volume_mm3 / voxel_mm3))) if min_volume_mm3 > 0 else 1
+    relabelled, counts = relabel_by_volume(labels, min_voxels=min_voxels)
+    dropped = len(np.unique(labels[labels > 0])) - len(counts)
+    if dropped:
+        logger.info("dropped %d component(s) under %.1f mm3 (%d voxels)", dropped,
+                    min_volume_mm3, min_voxels)
+    return relabelled
