@@ -15,6 +15,7 @@ from livermets.errors import InputError
 from livermets.io import Volume, write_image
 from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import ManifestRow, write_manifest
+from livermets.labels import connected_components
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -100,3 +101,18 @@ def finish_import(fmt: str, source: PathLike, out: Path, cases: Sequence[Importe
     logger.info("%s import: %d CT(s), %d lesion(s) -> %s", fmt, result.rows, result.lesions,
                 manifest)
     return result
+
+
+def add_lesion_components(union: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+    """Add the connected components of one lesion structure (`mask > 0`, shape (z, y, x)) to
+    a running int32 instance map as new labels; voxels already labelled keep their label.
+
+    Returns the updated map (a new one when `union` is None). Renumber it at the end with
+    `livermets.labels.instance_labels`.
+    """
+    components, _ = connected_components(mask)
+    if union is None:
+        return components
+    new = (union == 0) & (components > 0)
+    union[new] = components[new] + int(union.max())
+    return union
