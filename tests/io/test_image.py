@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from livermets.errors import InputError
-from livermets.io import Volume, read_geometry, read_image, write_image
+from livermets.io import Volume, read_dicom_seg, read_geometry, read_image, write_image
 from livermets.io.atomic import atomic_path
 from tests.conftest import shared_path
 
@@ -206,3 +206,39 @@ def test_multi_member_gzip_nifti_is_accepted(tmp_path: Path) -> None:
     half = len(raw) // 2
     (tmp_path / "v.nii.gz").write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
     np.testing.assert_array_equal(read_image(tmp_path / "v.nii.gz").array, _volume().array)
+
+
+REAL_DICOM = [
+    ("ircadb", "3Dircadb1.17", "PATIENT_DICOM"),
+    ("crlm", "CRLM-CT-1004"),
+    ("crlm", "CRLM-CT-1006"),
+    ("fixtures", "totalsegmentator", "example_ct_dicom"),
+    ("fixtures", "dcmqi", "ct-3slice"),
+]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("parts", REAL_DICOM, ids=lambda parts: parts[-1])
+def test_real_dicom_series_round_trip_through_every_format(
+    tmp_path: Path, parts: tuple[str, ...]
+) -> None:
+    """DICOM -> NIfTI / NRRD / MetaImage -> read: the grid and the HU values survive."""
+    volume = read_image(shared_path(*parts))
+    for suffix in (".nii.gz", ".nrrd", ".mha"):
+        back = read_image(write_image(volume, tmp_path / f"ct{suffix}"))
+        assert back.geometry.difference(volume.geometry, origin_tolerance_mm=1e-4) is None
+        assert back.array.dtype == volume.array.dtype
+        np.testing.assert_array_equal(back.array, volume.array)
+        assert read_geometry(tmp_path / f"ct{suffix}") == back.geometry
+
+
+@pytest.mark.shared_data
+def test_dicom_seg_mask_round_trips_onto_its_ct(tmp_path: Path) -> None:
+    ct_folder = shared_path("fixtures", "dcmqi", "ct-3slice")
+    ct = read_image(ct_folder)
+    (liver,) = read_dicom_seg(shared_path("fixtures", "dcmqi", "liver.dcm"), ct.geometry)
+    path = write_image(liver.mask, tmp_path / "liver.nii.gz")
+    back = read_image(path)
+    assert back.geometry.difference(ct.geometry) is None  # NIfTI keeps float32 spacing
+    np.testing.assert_array_equal(back.array, liver.mask.array)
+    assert int(back.array.sum()) == 107098
