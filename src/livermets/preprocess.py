@@ -1,0 +1,182 @@
+"""Pre-processing shared by training and inference: the network grid, liver z-score, windowing.
+
+- Network grid: each axial slice (rows x columns) is padded, centred, to a square (so anatomy
+  keeps its aspect ratio; a 512x512 CT is not padded) and resized to `size` x `size` (the
+  paper: 256). Images use bilinear interpolation with anti-aliasing when shrinking; masks and
+  label maps use nearest neighbour only ("nearest-exact": pixel centres map to pixel centres).
+  `PlaneMapping.to_ct` inverts the mapping back onto the CT's exact grid.
+- Liver z-score (the paper): (HU - mean) / std, with the mean and standard deviation of the HU
+  inside the whole liver volume of that CT.
+- The liver model's input: HU clipped to the abdominal window [-150, 250] HU (level 50, width
+  400) and scaled to [0, 1].
+- Crop to the liver's z-range plus a margin in mm, for the lesion model.
+
+Arrays are numpy (z, y, x); float work is float32 (no float64 copies of whole volumes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from livermets.errors import InputError
+from livermets.types import Spacing
+
+NETWORK_SIZE = 256
+#: The liver model's input window in HU (abdominal soft tissue: level 50, width 400).
+LIVER_WINDOW_HU: tuple[float, float] = (-150.0, 250.0)
+#: A liver mask smaller than this (mL) cannot give a meaningful z-score: a real liver is
+#: 1000-2500 mL, so a smaller mask means a failed or wrong liver segmentation.
+MIN_LIVER_ML = 50.0
+#: The liver's HU standard deviation must be at least this (HU), else the CT is constant there.
+MIN_LIVER_STD_HU = 1.0
+#: Padding value for images outside the field of view, in HU (air).
+AIR_HU = -1000.0
+
+Kind = Literal["image", "mask"]
+
+
+@dataclass(frozen=True)
+class PlaneMapping:
+    """The in-plane mapping between a CT slice (rows x columns) and the network grid (size^2).
+
+    The slice is padded to a centred square of side max(rows, columns), then resized to
+    size x size. Shapes: CT side (z, rows, columns), network side (z, size, size).
+    """
+
+    rows: int
+    columns: int
+    size: int = NETWORK_SIZE
+
+    @property
+    def side(self) -> int:
+        """Side of the padded square, in CT pixels."""
+        return max(self.rows, self.columns)
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding in CT pixels."""
+        extra_x, extra_y = self.side - self.columns, self.side - self.rows
+        return (extra_x // 2, extra_x - extra_x // 2, extra_y // 2, extra_y - extra_y // 2)
+
+    def to_network(self, slices: npt.NDArray[np.generic], *, kind: Kind,
+                   pad_value: float = 0.0) -> npt.NDArray[np.generic]:
+        """CT slices (z, rows, columns) -> network grid (z, size, size).
+
+        Images come back float32 (bilinear, anti-aliased when shrinking); masks keep their
+        integer dtype (nearest). `pad_value` fills the padding (images; masks pad with 0).
+        """
+        _check_plane(slices, (self.rows, self.columns))
+        tensor = torch.from_numpy(np.ascontiguousarray(slices)).unsqueeze(1)
+        tensor = tensor.float() if kind == "image" else tensor.to(torch.float32)
+        if self.padding != (0, 0, 0, 0):
+            tensor = F.pad(tensor, self.padding, value=pad_value if kind == "image" else 0.0)
+        out = _resize(tensor, self.size, kind)
+        return _as_kind(out[:, 0], kind, slices.dtype)
+
+    def to_ct(self, slices: npt.NDArray[np.generic], *, kind: Kind) -> npt.NDArray[np.generic]:
+        """Network grid (z, size, size) -> CT slices (z, rows, columns), padding removed.
+
+        Use kind="image" for probabilities (bilinear, float32) and kind="mask" for labels.
+        """
+        _check_plane(slices, (self.size, self.size))
+        tensor = torch.from_numpy(np.ascontiguousarray(slices)).unsqueeze(1).to(torch.float32)
+        out = _resize(tensor, self.side, kind)[:, 0]
+        left, _, top, _ = self.padding
+        out = out[:, top : top + self.rows, left : left + self.columns]
+        return _as_kind(out, kind, slices.dtype)
+
+
+def _check_plane(slices: npt.NDArray[np.generic], plane: tuple[int, int]) -> None:
+    if slices.ndim != 3 or tuple(slices.shape[1:]) != plane:
+        raise ValueError(f"expected slices of shape (z, {plane[0]}, {plane[1]}), "
+                         f"got {tuple(slices.shape)}")
+
+
+def _resize(tensor: torch.Tensor, size: int, kind: Kind) -> torch.Tensor:
+    if tensor.shape[-1] == size and tensor.shape[-2] == size:
+        return tensor
+    if kind == "mask":
+        return F.interpolate(tensor, size=(size, size), mode="nearest-exact")
+    shrinking = size < tensor.shape[-1]
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=shrinking)
+
+
+def _as_kind(tensor: torch.Tensor, kind: Kind, dtype: np.dtype) -> npt.NDArray[np.generic]:
+    array = tensor.numpy()
+    if kind == "image":
+        return array.astype(np.float32, copy=False)
+    return np.rint(array).astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class LiverStatistics:
+    """HU statistics inside a liver mask: the paper's z-score parameters."""
+
+    mean_hu: float
+    std_hu: float
+    volume_ml: float
+
+
+def liver_statistics(image: npt.NDArray[np.generic], liver_mask: npt.NDArray[np.generic],
+                     spacing: Spacing) -> LiverStatistics:
+    """Mean and standard deviation (HU) of `image` inside `liver_mask` (> 0), shape (z, y, x).
+
+    Raises `InputError` when the mask is empty or under `MIN_LIVER_ML` mL (spacing (z, y, x)
+    mm), or the liver's HU are constant: the z-score would divide by (nearly) zero.
+    """
+    if image.shape != liver_mask.shape:
+        raise ValueError(f"image {image.shape} and liver mask {liver_mask.shape} differ in shape")
+    inside = liver_mask > 0
+    voxels = int(np.count_nonzero(inside))
+    volume_ml = voxels * float(np.prod(spacing)) / 1000.0
+    if volume_ml < MIN_LIVER_ML:
+        what = "empty" if voxels == 0 else f"only {volume_ml:.1f} mL"
+        raise InputError(f"the liver mask is {what} (a liver is 1000-2500 mL; at least "
+                         f"{MIN_LIVER_ML:.0f} mL needed for the liver z-score); check the liver "
+                         "mask or the liver model")
+    values = image[inside].astype(np.float64)
+    mean, std = float(values.mean()), float(values.std())
+    if not math.isfinite(std) or std < MIN_LIVER_STD_HU:
+        raise InputError(f"the CT is constant inside the liver (standard deviation {std:.3g} "
+                         "HU); the z-score needs a real CT")
+    return LiverStatistics(mean, std, volume_ml)
+
+
+def liver_zscore(image: npt.NDArray[np.generic], stats: LiverStatistics) -> npt.NDArray[np.float32]:
+    """The paper's standardisation: (HU - liver mean) / liver standard deviation, float32."""
+    out = np.asarray(image, dtype=np.float32) - np.float32(stats.mean_hu)
+    out /= np.float32(stats.std_hu)
+    return out
+
+
+def window(image: npt.NDArray[np.generic],
+           window_hu: tuple[float, float] = LIVER_WINDOW_HU) -> npt.NDArray[np.float32]:
+    """HU clipped to `window_hu` (low, high), scaled to [0, 1], float32: the liver model input."""
+    low, high = window_hu
+    if not high > low:
+        raise ValueError(f"window must be (low, high) with high > low, got {window_hu}")
+    out = np.clip(np.asarray(image, dtype=np.float32), low, high)
+    out -= np.float32(low)
+    out /= np.float32(high - low)
+    return out
+
+
+def liver_z_range(liver_mask: npt.NDArray[np.generic], spacing: Spacing, *,
+                  margin_mm: float = 10.0) -> tuple[int, int]:
+    """Slice range [start, stop) covering the liver (mask > 0) plus `margin_mm` on each side.
+
+    Raises `InputError` for an empty mask.
+    """
+    slices = np.flatnonzero(np.any(liver_mask > 0, axis=(1, 2)))
+    if slices.size == 0:
+        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+    margin = math.ceil(margin_mm / spacing[0]) if margin_mm > 0 else 0
+    return max(0, int(slices[0]) - margin), min(liver_mask.shape[0], int(slices[-1]) + 1 + margin)
