@@ -1,0 +1,228 @@
+"""Configuration: frozen dataclasses whose defaults are the paper's, loaded from YAML.
+
+`TrainConfig` holds every training setting. A YAML file (`--config`) sets any subset of its
+fields; `--set FIELD=VALUE` flags (and the CLI's named options) override the file. Unknown
+fields and values of the wrong type are clear errors. This module is also the only reader of
+environment variables (`distributed_environment`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from livermets.errors import InputError
+from livermets.types import PathLike
+
+Task = Literal["liver", "lesion"]
+Arch = Literal["unet", "resnet18-unet"]
+LossName = Literal["auto", "bce", "dice_bce"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; the defaults follow Defeudis et al. 2022 where the paper says.
+
+    Paper: Adam, lr 1e-3, betas 0.9/0.999; learning rate reduced when the validation loss has
+    not improved for 5 epochs (factor 0.5 here); early stopping after 10; 256x256 slices;
+    BCE for `unet`, a Dice + BCE compound for `resnet18-unet` (`loss: auto`).
+    Ours (the paper is silent): batch size, augmentation, sampling, validation split.
+    """
+
+    task: Task = "lesion"
+    arch: Arch = "unet"
+    image_size: int = 256
+    base_width: int = 32
+    batch_norm: bool = False
+    encoder_weights: str | None = None
+    loss: LossName = "auto"
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    early_stop_patience: int = 10
+    #: Slices drawn per training epoch (None: every training slice once).
+    slices_per_epoch: int | None = None
+    #: Share of each epoch's slices that contain the target (lesion or liver); None: natural.
+    positive_fraction: float | None = 0.5
+    #: Slices beyond the liver's z-range kept for the lesion task, in mm on each side.
+    z_margin_mm: float = 10.0
+    #: Patients held out for validation when the manifest marks none (split `validation`).
+    val_fraction: float = 0.2
+    augment: bool = True
+    #: Left-right flip probability; None: 0.5 for lesions, 0 for the liver (flips would teach
+    #: the liver model to take the spleen, on the other side, for liver).
+    flip_probability: float | None = None
+    rotate_degrees: float = 10.0
+    scale_range: float = 0.1
+    intensity_jitter: float = 0.1
+    seed: int = 0
+    precision: Precision = "auto"
+    channels_last: bool = True
+    num_workers: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.image_size % 32 == 0 and self.image_size >= 32,
+             "image_size must be a multiple of 32"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 < self.lr_factor < 1, "lr_factor must be between 0 and 1"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.positive_fraction is None or 0 <= self.positive_fraction <= 1,
+             "positive_fraction must be in [0, 1] or null"),
+            (self.base_width >= 1, "base_width must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"bad training setting: {message}")
+
+    @property
+    def loss_name(self) -> Literal["bce", "dice_bce"]:
+        """The loss used: `loss`, or for `auto` the paper's choice for the architecture."""
+        if self.loss != "auto":
+            return self.loss
+        return "bce" if self.arch == "unet" else "dice_bce"
+
+    @property
+    def flip(self) -> float:
+        """The left-right flip probability in effect for this task."""
+        if self.flip_probability is not None:
+            return self.flip_probability
+        return 0.5 if self.task == "lesion" else 0.0
+
+    def model_options(self) -> dict[str, Any]:
+        """Keyword options for `livermets.models.create_model(self.arch, ...)`."""
+        if self.arch == "unet":
+            return {"base_width": self.base_width, "batch_norm": self.batch_norm}
+        return {"encoder_weights": self.encoder_weights}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (for config.yaml and run records)."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check/convert one YAML or command-line value against the field's type hint."""
+    args = get_args(hint)
+    if get_origin(hint) is Literal:
+        if value not in args:
+            raise InputError(f"bad training setting {name}={value!r}; choose one of "
+                             f"{', '.join(map(str, args))}")
+        return value
+    if type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            return None
+        return _coerce(name, value, next(a for a in args if a is not type(None)))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    expected = getattr(hint, "__name__", str(hint))
+    raise InputError(f"bad training setting {name}={value!r}; expected {expected}")
+
+
+def make_train_config(values: dict[str, Any] | None = None, *, base: TrainConfig | None = None
+                      ) -> TrainConfig:
+    """A `TrainConfig` from `base` (default: the paper's) with `values` overriding fields."""
+    hints = get_type_hints(TrainConfig)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values or {}) - known)
+    if unknown:
+        raise InputError(f"unknown training setting(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(known))}")
+    current = (base or TrainConfig()).to_dict()
+    for name, value in (values or {}).items():
+        current[name] = _coerce(name, value, hints[name])
+    return TrainConfig(**current)
+
+
+def load_train_config(path: PathLike | None = None, overrides: dict[str, Any] | None = None
+                      ) -> TrainConfig:
+    """Read a YAML config (any subset of fields), then apply `overrides` (e.g. from flags)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise InputError(f"{p} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError(f"{p} must hold a mapping of setting: value")
+        values.update(loaded or {})
+    config = make_train_config(values)
+    return make_train_config(overrides or {}, base=config)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`["lr=0.01", "augment=false"]` -> {"lr": "0.01", "augment": "false"} (typed later)."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--set {item!r}: write FIELD=VALUE, e.g. --set lr=0.0005")
+        out[name.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+@dataclass(frozen=True)
+class DistributedEnvironment:
+    """torchrun's variables: this process's rank, the number of processes, the local rank."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when started by torchrun with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (rank 0)."""
+        return self.rank == 0
+
+
+def distributed_environment() -> DistributedEnvironment:
+    """Read RANK, WORLD_SIZE and LOCAL_RANK as set by torchrun (defaults: a single process)."""
+    try:
+        return DistributedEnvironment(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    except ValueError as exc:
+        raise InputError(f"bad torchrun environment variable ({exc})") from exc

@@ -1,0 +1,27 @@
+"""The networks (the paper's No-TL U-Net and TL ResNet-18 U-Net), their registry and the
+saved-model format.
+
+`create_model(name, **options)` builds a network whose forward maps (N, C, H, W) standardised
+slices to (N, 1, H, W) logits (apply `torch.sigmoid` for probabilities); `save_model` and
+`load_model` write and read `model.pt`.
+"""
+
+from livermets.models.flops import forward_flops
+from livermets.models.registry import MODEL_NAMES, create_model, model_options
+from livermets.models.resnet_unet import ResNet18UNet
+from livermets.models.saved import FORMAT_VERSION, TASKS, SavedModel, load_model, save_model
+from livermets.models.unet import UNet
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MODEL_NAMES",
+    "TASKS",
+    "ResNet18UNet",
+    "SavedModel",
+    "UNet",
+    "create_model",
+    "forward_flops",
+    "load_model",
+    "model_options",
+    "save_model",
+]

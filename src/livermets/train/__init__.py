@@ -1,0 +1,1 @@
+"""Training: slice data and sampling, losses, the trainer loop, checkpoints, DDP."""
