@@ -79,6 +79,7 @@ def instance_labels(
     number dropped is logged.
     """
     array = np.asarray(mask)
+    labels: npt.NDArray[np.integer]
     if array.size and array.max() > 1:
         labels = array.astype(np.int64)
     else:

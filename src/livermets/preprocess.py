@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -65,8 +65,8 @@ class PlaneMapping:
         extra_x, extra_y = self.side - self.columns, self.side - self.rows
         return (extra_x // 2, extra_x - extra_x // 2, extra_y // 2, extra_y - extra_y // 2)
 
-    def to_network(self, slices: npt.NDArray[np.generic], *, kind: Kind,
-                   pad_value: float = 0.0) -> npt.NDArray[np.generic]:
+    def to_network(self, slices: npt.NDArray[Any], *, kind: Kind,
+                   pad_value: float = 0.0) -> npt.NDArray[Any]:
         """CT slices (z, rows, columns) -> network grid (z, size, size).
 
         Images come back float32 (bilinear, anti-aliased when shrinking); masks keep their
@@ -80,7 +80,7 @@ class PlaneMapping:
         out = _resize(tensor, self.size, kind)
         return _as_kind(out[:, 0], kind, slices.dtype)
 
-    def to_ct(self, slices: npt.NDArray[np.generic], *, kind: Kind) -> npt.NDArray[np.generic]:
+    def to_ct(self, slices: npt.NDArray[Any], *, kind: Kind) -> npt.NDArray[Any]:
         """Network grid (z, size, size) -> CT slices (z, rows, columns), padding removed.
 
         Use kind="image" for probabilities (bilinear, float32) and kind="mask" for labels.
@@ -93,7 +93,7 @@ class PlaneMapping:
         return _as_kind(out, kind, slices.dtype)
 
 
-def _check_plane(slices: npt.NDArray[np.generic], plane: tuple[int, int]) -> None:
+def _check_plane(slices: npt.NDArray[Any], plane: tuple[int, int]) -> None:
     if slices.ndim != 3 or tuple(slices.shape[1:]) != plane:
         raise ValueError(f"expected slices of shape (z, {plane[0]}, {plane[1]}), "
                          f"got {tuple(slices.shape)}")
@@ -109,7 +109,7 @@ def _resize(tensor: torch.Tensor, size: int, kind: Kind) -> torch.Tensor:
                          antialias=shrinking)
 
 
-def _as_kind(tensor: torch.Tensor, kind: Kind, dtype: np.dtype) -> npt.NDArray[np.generic]:
+def _as_kind(tensor: torch.Tensor, kind: Kind, dtype: np.dtype) -> npt.NDArray[Any]:
     array = tensor.numpy()
     if kind == "image":
         return array.astype(np.float32, copy=False)
@@ -125,7 +125,7 @@ class LiverStatistics:
     volume_ml: float
 
 
-def liver_statistics(image: npt.NDArray[np.generic], liver_mask: npt.NDArray[np.generic],
+def liver_statistics(image: npt.NDArray[Any], liver_mask: npt.NDArray[Any],
                      spacing: Spacing) -> LiverStatistics:
     """Mean and standard deviation (HU) of `image` inside `liver_mask` (> 0), shape (z, y, x).
 
@@ -150,14 +150,14 @@ def liver_statistics(image: npt.NDArray[np.generic], liver_mask: npt.NDArray[np.
     return LiverStatistics(mean, std, volume_ml)
 
 
-def liver_zscore(image: npt.NDArray[np.generic], stats: LiverStatistics) -> npt.NDArray[np.float32]:
+def liver_zscore(image: npt.NDArray[Any], stats: LiverStatistics) -> npt.NDArray[np.float32]:
     """The paper's standardisation: (HU - liver mean) / liver standard deviation, float32."""
     out = np.asarray(image, dtype=np.float32) - np.float32(stats.mean_hu)
     out /= np.float32(stats.std_hu)
     return out
 
 
-def window(image: npt.NDArray[np.generic],
+def window(image: npt.NDArray[Any],
            window_hu: tuple[float, float] = LIVER_WINDOW_HU) -> npt.NDArray[np.float32]:
     """HU clipped to `window_hu` (low, high), scaled to [0, 1], float32: the liver model input."""
     low, high = window_hu
@@ -169,7 +169,7 @@ def window(image: npt.NDArray[np.generic],
     return out
 
 
-def liver_z_range(liver_mask: npt.NDArray[np.generic], spacing: Spacing, *,
+def liver_z_range(liver_mask: npt.NDArray[Any], spacing: Spacing, *,
                   margin_mm: float = 10.0) -> tuple[int, int]:
     """Slice range [start, stop) covering the liver (mask > 0) plus `margin_mm` on each side.
 
