@@ -256,7 +256,11 @@ def train(
                 "best_val_dice": round(result.best_val_dice, 4),
                 "epochs_run": result.epochs_run, "stop_reason": result.stop_reason}
 
-    _print_json(_run(body))
+    from livermets.config import distributed_environment
+
+    summary = _run(body)
+    if distributed_environment().is_main:
+        _print_json(summary)
 
 
 @app.command()

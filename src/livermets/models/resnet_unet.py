@@ -28,6 +28,7 @@ from livermets.models.layers import (
     check_input_size,
     check_positive_int,
     check_upsample,
+    init_head,
     kaiming_init,
 )
 from livermets.models.resnet import FEATURE_CHANNELS, ResNet18Encoder
@@ -90,6 +91,7 @@ class ResNet18UNet(nn.Module):
         )
         self.head = nn.Conv2d(DECODER_WIDTHS[-1], 1, kernel_size=1)
         kaiming_init(self)
+        init_head(self.head)
         self.encoder_source: str = RANDOM_ENCODER
         """Where the encoder's weights came from: RANDOM_ENCODER or "<file> (sha256 <hex>)"."""
         if encoder_weights is not None:

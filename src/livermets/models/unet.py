@@ -22,6 +22,7 @@ from livermets.models.layers import (
     check_input_size,
     check_positive_int,
     check_upsample,
+    init_head,
     kaiming_init,
 )
 
@@ -74,6 +75,7 @@ class UNet(nn.Module):
         )
         self.head = nn.Conv2d(base, 1, kernel_size=1)
         kaiming_init(self)
+        init_head(self.head)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) standardised slices -> (N, 1, H, W) logits."""
@@ -95,5 +97,5 @@ class UNet(nn.Module):
         return (
             f"{ARCH}: paper's No-TL U-Net, widths {self.base_width}-{2 * self.base_width}-"
             f"{4 * self.base_width}-{8 * self.base_width}, {norm}, {self.upsample} up-sampling, "
-            "random He-normal initialisation"
+            "random He-normal initialisation (output conv: prior 0.01)"
         )

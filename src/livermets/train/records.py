@@ -59,7 +59,7 @@ def plot_losses(records: list[EpochRecord], path: Path, title: str) -> None:
     right.set_ylabel("Dice")
     right.set_ylim(0, 1)
     lines = left.get_lines() + right.get_lines()
-    left.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
+    left.legend(lines, [str(line.get_label()) for line in lines], loc="center right", fontsize=8)
     left.set_title(title, fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as tmp:

@@ -116,7 +116,7 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
     torch.manual_seed(config.seed)
     model = create_model(config.arch, **config.model_options()).to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
     if env.is_distributed:
         _init_distributed(env, device)
         network: torch.nn.Module = DistributedDataParallel(model)

@@ -1,0 +1,119 @@
+"""Config, losses, patient split, sampling and augmentation, with hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livermets.config import (
+    TrainConfig,
+    load_train_config,
+    make_train_config,
+    parse_assignments,
+)
+from livermets.errors import InputError
+from livermets.io.manifest import ManifestRow
+from livermets.train.data import SliceSet, augment, epoch_indices, split_patients
+from livermets.train.losses import bce, dice_bce, get_loss, soft_dice
+
+
+def test_defaults_are_the_papers() -> None:
+    config = TrainConfig()
+    assert (config.lr, config.beta1, config.beta2) == (1e-3, 0.9, 0.999)
+    assert (config.lr_patience, config.early_stop_patience, config.image_size) == (5, 10, 256)
+    assert config.loss_name == "bce" and config.base_width == 32
+    assert make_train_config({"arch": "resnet18-unet"}).loss_name == "dice_bce"
+    assert config.flip == 0.5 and make_train_config({"task": "liver"}).flip == 0.0
+
+
+def test_yaml_then_flags(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("lr: 0.0005\nepochs: 3\naugment: false\n")
+    config = load_train_config(tmp_path / "c.yaml", parse_assignments(["epochs=7",
+                                                                        "slices_per_epoch=null"]))
+    assert (config.lr, config.epochs, config.augment, config.slices_per_epoch) == (
+        0.0005, 7, False, None)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"epochs": 2.5}, "expected int"), ({"augment": "maybe"}, "expected bool"),
+    ({"lr_factor": 1.0}, "lr_factor"), ({"task": "kidney"}, "choose one of liver, lesion"),
+])
+def test_bad_values(values: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        make_train_config(values)
+
+
+def test_bce_and_dice_by_hand() -> None:
+    logits = torch.tensor([[[[0.0, math.log(3.0)]]]])  # probabilities 0.5 and 0.75
+    target = torch.tensor([[[[0.0, 1.0]]]])
+    expected_bce = (-math.log(0.5) - math.log(0.75)) / 2
+    assert float(bce(logits, target)) == pytest.approx(expected_bce)
+    # soft Dice = (2 * 0.75 + 1) / (1.25 + 1 + 1)
+    assert float(soft_dice(logits, target)) == pytest.approx(2.5 / 3.25)
+    assert float(dice_bce(logits, target)) == pytest.approx(expected_bce + 1 - 2.5 / 3.25)
+    with pytest.raises(ValueError, match="unknown loss"):
+        get_loss("focal")
+
+
+def _row(patient: str, split: str, tp: str = "baseline") -> ManifestRow:
+    return ManifestRow(patient_id=patient, timepoint=tp, image=Path("x"), split=split)
+
+
+def test_split_keeps_patients_whole_and_skips_other_sets() -> None:
+    rows = [_row(f"p{i}", "training", tp) for i in range(10) for tp in ("baseline", "tp1")]
+    rows += [_row("q1", "valB"), _row("q2", "valTP1")]
+    train, val = split_patients(rows, make_train_config({"val_fraction": 0.2}))
+    train_ids, val_ids = {r.patient_id for r in train}, {r.patient_id for r in val}
+    assert len(val_ids) == 2 and len(train_ids) == 8 and not train_ids & val_ids
+    assert len(val) == 4  # both time points of each held-out patient
+    assert "q1" not in train_ids | val_ids and "q2" not in train_ids | val_ids
+    again = split_patients(rows, make_train_config({"val_fraction": 0.2}))
+    assert [r.patient_id for r in again[1]] == [r.patient_id for r in val]  # seeded
+
+
+def test_explicit_validation_rows_and_overlap() -> None:
+    train, val = split_patients([_row("a", "training"), _row("b", "validation")],
+                                make_train_config({}))
+    assert [r.patient_id for r in train] == ["a"] and [r.patient_id for r in val] == ["b"]
+    with pytest.raises(InputError, match="both the training and the validation"):
+        split_patients([_row("a", "training"), _row("a", "validation", "tp1")],
+                       make_train_config({}))
+    with pytest.raises(InputError, match="no training rows"):
+        split_patients([_row("a", "valB")], make_train_config({}))
+
+
+def _slices(positive: list[bool]) -> SliceSet:
+    n = len(positive)
+    return SliceSet(torch.zeros(n, 4, 4, dtype=torch.float16), torch.zeros(n, 4, 4,
+                    dtype=torch.uint8), np.zeros(n, int), np.array(positive), ("c",))
+
+
+def test_positive_oversampling() -> None:
+    slices = _slices([True] * 10 + [False] * 90)
+    config = make_train_config({"slices_per_epoch": 1000, "positive_fraction": 0.4})
+    order = epoch_indices(slices, config, torch.Generator().manual_seed(0))
+    assert len(order) == 1000 and int((order < 10).sum()) == 400
+    natural = epoch_indices(slices, make_train_config({"positive_fraction": None}),
+                            torch.Generator().manual_seed(0))
+    assert sorted(natural.tolist()) == list(range(100))  # every slice once
+
+
+def test_augment_keeps_targets_binary_and_aligned() -> None:
+    image = torch.zeros(4, 1, 32, 32)
+    image[:, :, 10:20, 12:22] = 5.0
+    target = (image > 0).float()
+    config = make_train_config({"intensity_jitter": 0.0, "flip_probability": 1.0,
+                                "rotate_degrees": 10.0, "scale_range": 0.1})
+    out_image, out_target = augment(image, target, config, torch.Generator().manual_seed(1))
+    assert set(torch.unique(out_target).tolist()) <= {0.0, 1.0}
+    # The target still marks the bright square: inside it the image is bright.
+    assert float(out_image[out_target > 0].mean()) > 4.0
+    assert float(out_image[out_target == 0].mean()) < 1.0
+    flipped = make_train_config({"intensity_jitter": 0.0, "flip_probability": 1.0,
+                                 "rotate_degrees": 0.0, "scale_range": 0.0})
+    out_image, _ = augment(image, target, flipped, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out_image, torch.flip(image, dims=[-1]))
