@@ -82,6 +82,14 @@ class ModelContract:
         error = (out.float() - reference).abs().max().item()
         assert error <= 0.05 * reference.abs().max().item()
 
+    def test_output_starts_from_the_one_percent_prior(self) -> None:
+        """Untrained, the net calls almost every pixel background: sigmoid near 0.01."""
+        torch.manual_seed(0)
+        model = self.build().eval()
+        with torch.no_grad():
+            probability = torch.sigmoid(model(torch.randn(2, 1, self.size, self.size)))
+        assert 0.005 < probability.median().item() < 0.02
+
     def test_size_not_a_multiple_is_a_clear_error(self) -> None:
         model = self.build()
         with pytest.raises(InputError, match=f"multiples of {self.size_multiple} pixels"):

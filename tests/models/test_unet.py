@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import pytest
 import torch
 from torch import nn
 
@@ -64,8 +65,13 @@ def test_batch_norm_option_drops_conv_biases() -> None:
 def test_weights_are_he_normal_and_biases_zero() -> None:
     torch.manual_seed(0)
     model = create_model("unet")
-    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs[:-1]:
         assert conv.bias is not None and torch.count_nonzero(conv.bias) == 0
+    head = convs[-1]  # the 1x1 output: N(0, 0.01^2), bias log(0.01 / 0.99) = -4.5951
+    assert head is model.head and head.bias is not None
+    assert head.bias.item() == pytest.approx(math.log(0.01 / 0.99))
+    assert head.weight.abs().max().item() < 0.05
     bottleneck = model.bottleneck[2]  # 256 -> 256, 3x3: 589,824 draws
     expected_std = math.sqrt(2.0 / (256 * 3 * 3))
     weights = bottleneck.weight

@@ -1,0 +1,1 @@
+"""Inference: from a CT to liver and lesion masks on the CT's exact grid."""

@@ -1,0 +1,52 @@
+"""Run a saved 2D model over a CT's slices in batches and map probabilities back to the CT grid.
+
+Slices are streamed: only one batch of network-grid slices is in memory at a time besides the
+float32 probability volume on the CT grid (z, y, x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from livermets.models.saved import SavedModel
+from livermets.preprocess import AIR_HU, PlaneMapping
+
+Normaliser = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+
+
+def slice_probabilities(
+    model: SavedModel,
+    hu: npt.NDArray[np.generic],
+    normalise: Normaliser,
+    *,
+    batch_size: int = 16,
+    bf16: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Sigmoid probabilities (z, y, x) float32 on the CT grid for CT slices `hu` (z, y, x).
+
+    Each batch is mapped to the model's network grid (HU, padding with air), normalised by
+    `normalise`, run through the model (bf16 autocast and channels_last when `bf16`), and
+    mapped back bilinearly.
+    """
+    size = int(model.preprocessing["image_size"])
+    mapping = PlaneMapping(hu.shape[1], hu.shape[2], size)
+    network = model.model.eval()
+    if bf16:
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    out = np.empty(hu.shape, dtype=np.float32)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    with torch.inference_mode(), context:
+        for start in range(0, hu.shape[0], batch_size):
+            chunk = mapping.to_network(hu[start : start + batch_size], kind="image",
+                                       pad_value=float(model.preprocessing.get("pad_hu", AIR_HU)))
+            tensor = torch.from_numpy(normalise(chunk)).unsqueeze(1)
+            if bf16:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            probability = torch.sigmoid(network(tensor).float())[:, 0].numpy()
+            out[start : start + batch_size] = mapping.to_ct(probability, kind="image")
+    return out
