@@ -76,6 +76,10 @@ def test_convert_keeps_geometry_and_refuses_overwrite(tmp_path: Path) -> None:
         (["convert", "{tmp}/ct.nii.gz", "{tmp}/out.png"], "cannot write"),
         (["import", "msd", "{tmp}/empty_dir", "--out", "{tmp}/imp"], "no imagesTr"),
         (["import", "ircadb", "{tmp}/empty_dir", "--out", "{tmp}/imp"], "no 3D-IRCADb-01"),
+        (["train", "--manifest", "{tmp}/none.csv", "--task", "liver", "--out", "{tmp}/run"],
+         "manifest not found"),
+        (["train", "--manifest", "{tmp}/notes.txt", "--task", "liver", "--out", "{tmp}/run"],
+         "unknown column"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

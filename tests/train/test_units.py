@@ -117,3 +117,26 @@ def test_augment_keeps_targets_binary_and_aligned() -> None:
                                  "rotate_degrees": 0.0, "scale_range": 0.0})
     out_image, _ = augment(image, target, flipped, torch.Generator().manual_seed(1))
     torch.testing.assert_close(out_image, torch.flip(image, dims=[-1]))
+
+
+def test_learning_rate_halves_after_5_bad_epochs_and_training_stops_after_10() -> None:
+    from livermets.train.records import EpochRecord
+    from livermets.train.trainer import TrainingState, make_optimizer
+
+    config = make_train_config({})
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(1, 1), config)
+    state = TrainingState()
+    losses = [1.0, 0.9] + [0.95] * 12  # best at epoch 2, then no improvement
+    lrs, stopped_after = [], None  # lrs[k]: the rate epoch k + 1 ran at
+    for epoch, loss in enumerate(losses, start=1):
+        if state.bad_epochs >= config.early_stop_patience:
+            stopped_after = epoch - 1
+            break
+        lrs.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(loss)
+        state.add(EpochRecord(epoch, loss, loss, 0.0, lrs[-1], 0.0))
+    assert state.best_epoch == 2 and state.best_loss == 0.9
+    # Epochs 3-7 do not improve (5 in a row): epoch 8 is the first at half the rate.
+    assert lrs[:7] == [1e-3] * 7
+    assert lrs[7] == pytest.approx(5e-4)
+    assert stopped_after == 12  # 10 epochs (3-12) without improvement

@@ -122,11 +122,8 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
         network: torch.nn.Module = DistributedDataParallel(model)
     else:
         network = model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 betas=(config.beta1, config.beta2))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
-    state = _TrainingState()
+    optimizer, scheduler = make_optimizer(model, config)
+    state = TrainingState()
     if resume:
         state = _load_checkpoint(run / CHECKPOINT, model, optimizer, scheduler)
         logger.info("resuming %s after epoch %d", run, state.epoch)
@@ -139,11 +136,12 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
             stop_reason = "early stopping"
             break
         tic = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
         train_loss = loop.train_epoch(training, epoch)
         val_loss, val_dice = loop.evaluate(validation) if validation else (train_loss, math.nan)
         scheduler.step(val_loss)
-        epoch_record = EpochRecord(epoch, train_loss, val_loss, val_dice,
-                                   optimizer.param_groups[0]["lr"], time.perf_counter() - tic)
+        epoch_record = EpochRecord(epoch, train_loss, val_loss, val_dice, lr,
+                                   time.perf_counter() - tic)
         state.add(epoch_record)
         if env.is_main:
             if state.improved:
@@ -175,6 +173,21 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
                        state.epoch, stop_reason, tuple(state.history))
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig
+                   ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """The paper's Adam and its schedule, stepped once per epoch with the validation loss.
+
+    As in Keras (the paper's framework): once `lr_patience` epochs in a row have not lowered
+    the validation loss, the next epoch runs at lr x `lr_factor`. torch counts one epoch more
+    (it reduces when the count exceeds its patience), hence `lr_patience - 1` below.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 betas=(config.beta1, config.beta2))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=max(0, config.lr_patience - 1))
+    return optimizer, scheduler
+
+
 def preprocessing_settings(config: TrainConfig) -> dict[str, Any]:
     """What inference must do to a CT before this model sees it (stored in model.pt)."""
     from livermets.preprocess import AIR_HU, LIVER_WINDOW_HU
@@ -188,8 +201,11 @@ def preprocessing_settings(config: TrainConfig) -> dict[str, Any]:
     return settings
 
 
-class _TrainingState:
-    """The history and the best epoch so far (what a checkpoint restores)."""
+class TrainingState:
+    """The history, the best epoch so far and the epochs since it (what a checkpoint restores).
+
+    Training stops before the next epoch once `bad_epochs` reaches `early_stop_patience`.
+    """
 
     def __init__(self) -> None:
         self.history: list[EpochRecord] = []
@@ -218,7 +234,7 @@ class _TrainingState:
                            "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs})
 
     @classmethod
-    def from_json(cls, text: str) -> _TrainingState:
+    def from_json(cls, text: str) -> TrainingState:
         data = json.loads(text)
         state = cls()
         state.history = [EpochRecord(**r) for r in data["history"]]
@@ -365,7 +381,7 @@ def _prepare_run_dir(run: Path, config: TrainConfig, *, resume: bool, overwrite:
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, state: _TrainingState) -> None:
+                     scheduler: Any, state: TrainingState) -> None:
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": json.dumps(scheduler.state_dict(), default=float),
                "state": state.to_json()}
@@ -374,13 +390,13 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
 
 
 def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler: Any) -> _TrainingState:
+                     scheduler: Any) -> TrainingState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(json.loads(payload["scheduler"]))
-        return _TrainingState.from_json(payload["state"])
+        return TrainingState.from_json(payload["state"])
     except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable livermets checkpoint ({type(exc).__name__}); "
                          "start again with --overwrite") from exc
