@@ -6,7 +6,7 @@ Dice + BCE from random weights). Prints one JSON line per run: best validation D
 epoch, the per-epoch validation Dice, and seconds.
 
 Usage: .venv/bin/python benchmarks/train_convergence.py --out /tmp/convergence
-       [--liver-epochs 25] [--lesion-epochs 20]
+       [--liver-epochs 25] [--lesion-epochs 20] [--runs liver-unet lesion-unet ...]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from livermets.config import make_train_config
 from livermets.datasets.synth import generate_cohort
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.train.trainer import train
+
+RUNS = ["liver-unet", "lesion-unet", "lesion-resnet18-unet"]
 
 
 def cohort(out: Path, *, patients: int, matrix: int, slices: int) -> Path:
@@ -47,15 +49,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--liver-epochs", type=int, default=25)
     parser.add_argument("--lesion-epochs", type=int, default=20)
+    parser.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS)
     args = parser.parse_args()
-    liver = cohort(args.out / "c96", patients=8, matrix=96, slices=32)
-    run("liver-unet", liver, args.out, {"task": "liver", "epochs": args.liver_epochs,
-                                        "image_size": 96, "base_width": 16, "batch_size": 16})
-    lesion = cohort(args.out / "c128", patients=6, matrix=128, slices=32)
-    common = {"task": "lesion", "epochs": args.lesion_epochs, "image_size": 128,
-              "batch_size": 8}
-    run("lesion-unet", lesion, args.out, common | {"base_width": 16})
-    run("lesion-resnet18-unet", lesion, args.out, common | {"arch": "resnet18-unet"})
+    if "liver-unet" in args.runs:
+        liver = cohort(args.out / "c96", patients=8, matrix=96, slices=32)
+        run("liver-unet", liver, args.out, {"task": "liver", "epochs": args.liver_epochs,
+                                            "image_size": 96, "base_width": 16,
+                                            "batch_size": 16})
+    lesion_runs = [r for r in args.runs if r.startswith("lesion")]
+    if lesion_runs:
+        lesion = cohort(args.out / "c128", patients=6, matrix=128, slices=32)
+        common = {"task": "lesion", "epochs": args.lesion_epochs, "image_size": 128,
+                  "batch_size": 8}
+        extra = {"lesion-unet": {"base_width": 16}, "lesion-resnet18-unet":
+                 {"arch": "resnet18-unet"}}
+        for name in lesion_runs:
+            run(name, lesion, args.out, common | extra[name])
 
 
 if __name__ == "__main__":

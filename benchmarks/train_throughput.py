@@ -3,7 +3,7 @@
 Prints one JSON line per configuration with: forward FLOPs per slice, training FLOPs per slice
 (3x forward: forward + backward for activations and weights), slices per second, achieved
 GFLOP/s, the machine's measured matmul ceiling for that precision and the fraction reached, and
-the peak resident memory of the process so far (MB).
+the peak resident memory (MB) of that configuration, each run in its own child process.
 
 Usage: .venv/bin/python benchmarks/train_throughput.py [--size 256] [--batch 8] [--steps 6]
        [--threads 2]
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import time
 
@@ -74,20 +75,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ceilings = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     print(json.dumps({"matmul_ceiling_gflops": {k: round(v, 1) for k, v in ceilings.items()},
-                      "threads": args.threads, "torch": torch.__version__}))
+                      "threads": args.threads, "torch": torch.__version__}), flush=True)
+    context = multiprocessing.get_context("spawn")
     for arch in ("unet", "resnet18-unet"):
-        forward = forward_flops(create_model(arch), args.size)
         for precision in ("fp32", "bf16"):
-            rate = train_rate(arch, args.size, args.batch, args.steps, precision == "bf16")
-            achieved = rate * 3 * forward / 1e9
-            print(json.dumps({
-                "arch": arch, "size": args.size, "batch": args.batch,
-                "precision": "fp32" if precision == "fp32" else "channels_last+bf16",
-                "forward_gflop_per_slice": round(forward / 1e9, 2),
-                "slices_per_s": round(rate, 2), "achieved_gflops": round(achieved, 1),
-                "fraction_of_ceiling": round(achieved / ceilings[precision], 3),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            }))
+            with context.Pool(1) as pool:
+                line = pool.apply(measure, (arch, precision, args, ceilings[precision]))
+            print(json.dumps(line), flush=True)
+
+
+def measure(arch: str, precision: str, args: argparse.Namespace, ceiling: float
+            ) -> dict[str, object]:
+    """One configuration, in a fresh process so that its peak memory is its own."""
+    torch.set_num_threads(args.threads)
+    forward = forward_flops(create_model(arch), args.size)
+    rate = train_rate(arch, args.size, args.batch, args.steps, precision == "bf16")
+    achieved = rate * 3 * forward / 1e9
+    return {
+        "arch": arch, "size": args.size, "batch": args.batch,
+        "precision": "fp32" if precision == "fp32" else "channels_last+bf16",
+        "forward_gflop_per_slice": round(forward / 1e9, 2),
+        "slices_per_s": round(rate, 2), "achieved_gflops": round(achieved, 1),
+        "fraction_of_ceiling": round(achieved / ceiling, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 if __name__ == "__main__":
