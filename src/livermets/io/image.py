@@ -153,8 +153,6 @@ def write_image(volume: Volume, path: PathLike, *, compress: bool = True) -> Pat
     array = volume.array
     if array.dtype == np.float16:
         volume = volume.with_array(array.astype(np.float32))
-    elif array.dtype == np.float64 and suffix in (".nii", ".nii.gz"):
-        pass  # NIfTI stores float64 fine; keep the caller's precision
     image = volume.to_sitk()
     if suffix in (".mhd", ".nhdr"):
         _write_with_sidecar(image, target, compress)

@@ -255,8 +255,9 @@ class _Loop:
 
     def _to_device(self, images: torch.Tensor, targets: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = images.to(self.device, torch.float32).unsqueeze(1)
-        targets = targets.to(self.device, torch.float32).unsqueeze(1)
+        """(B, 1, S, S) float32 batches on the training device (images channels_last)."""
+        images = images.to(self.device, torch.float32)
+        targets = targets.to(self.device, torch.float32)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets
@@ -268,14 +269,14 @@ class _Loop:
         mine = order[self.env.rank :: self.env.world_size]
         self.network.train()
         total, count = 0.0, 0
-        progress = _progress(len(mine), f"epoch {epoch}", self.env)
+        progress = _Progress(len(mine), f"epoch {epoch}", enabled=self.env.is_main)
         for start in range(0, len(mine), self.batch):
             index = mine[start : start + self.batch]
             images = slices.images[index].float().unsqueeze(1)
             targets = slices.targets[index].float().unsqueeze(1)
             if self.config.augment:
                 images, targets = augment(images, targets, self.config, generator)
-            images, targets = self._to_device(images[:, 0], targets[:, 0])
+            images, targets = self._to_device(images, targets)
             with _autocast(self.precision, self.device):
                 logits = self.network(images)
             loss = self.loss(logits.float(), targets)
@@ -296,7 +297,8 @@ class _Loop:
         mine = torch.arange(len(slices))[self.env.rank :: self.env.world_size]
         for start in range(0, len(mine), self.batch * 2):
             index = mine[start : start + self.batch * 2]
-            images, targets = self._to_device(slices.images[index], slices.targets[index])
+            images, targets = self._to_device(slices.images[index].unsqueeze(1),
+                                              slices.targets[index].unsqueeze(1))
             with _autocast(self.precision, self.device):
                 logits = self.network(images)
             logits = logits.float()
@@ -322,7 +324,7 @@ class _Loop:
 class _Progress:
     """A progress bar (tqdm) with the running loss and ETA on the main process."""
 
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
+    def __init__(self, total: int, description: str, *, enabled: bool) -> None:
         self.bar = None
         if enabled:
             from tqdm import tqdm
@@ -338,10 +340,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _progress(total: int, description: str, env: DistributedEnvironment) -> _Progress:
-    return _Progress(total, description, env.is_main)
 
 
 def _device(env: DistributedEnvironment) -> torch.device:
