@@ -7,6 +7,7 @@ epoch, the per-epoch validation Dice, and seconds.
 
 Usage: .venv/bin/python benchmarks/train_convergence.py --out /tmp/convergence
        [--liver-epochs 25] [--lesion-epochs 20] [--runs liver-unet lesion-unet ...]
+       [--set FIELD=VALUE ...]   (extra training settings for every run, as `livermets train`)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from livermets.config import make_train_config
+from livermets.config import make_train_config, parse_assignments
 from livermets.datasets.synth import generate_cohort
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.train.trainer import train
@@ -50,12 +51,15 @@ def main() -> None:
     parser.add_argument("--liver-epochs", type=int, default=25)
     parser.add_argument("--lesion-epochs", type=int, default=20)
     parser.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="extra training settings applied to every run")
     args = parser.parse_args()
+    extra_settings = parse_assignments(args.set)
     if "liver-unet" in args.runs:
         liver = cohort(args.out / "c96", patients=8, matrix=96, slices=32)
         run("liver-unet", liver, args.out, {"task": "liver", "epochs": args.liver_epochs,
                                             "image_size": 96, "base_width": 16,
-                                            "batch_size": 16})
+                                            "batch_size": 16} | extra_settings)
     lesion_runs = [r for r in args.runs if r.startswith("lesion")]
     if lesion_runs:
         lesion = cohort(args.out / "c128", patients=6, matrix=128, slices=32)
@@ -64,7 +68,7 @@ def main() -> None:
         extra = {"lesion-unet": {"base_width": 16}, "lesion-resnet18-unet":
                  {"arch": "resnet18-unet"}}
         for name in lesion_runs:
-            run(name, lesion, args.out, common | extra[name])
+            run(name, lesion, args.out, common | extra[name] | extra_settings)
 
 
 if __name__ == "__main__":

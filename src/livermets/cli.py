@@ -264,6 +264,115 @@ def train(
 
 
 @app.command()
+def predict(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="CT files or DICOM series folders (or use --manifest)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for one sub-folder per CT.")] = Path(
+        "predictions"),
+    lesion_model: Annotated[
+        Path | None, typer.Option(help="Lesion model: a run folder or its model.pt.")
+    ] = None,
+    liver_model: Annotated[
+        Path | None, typer.Option(help="Liver model: a run folder or its model.pt.")
+    ] = None,
+    liver_mask: Annotated[
+        Path | None, typer.Option(help="The CT's liver mask (one input): skips the liver model.")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Cohort manifest: predict every row's image.")
+    ] = None,
+    manifest_liver: Annotated[
+        bool, typer.Option(help="With --manifest: use its liver_mask column, not the model.")
+    ] = False,
+    case_id: Annotated[
+        str | None, typer.Option(help="Output folder name for a single input.")
+    ] = None,
+    threshold: Annotated[
+        str, typer.Option(help="otsu (the paper) or a fixed probability such as 0.5.")
+    ] = "otsu",
+    liver_dilation_mm: Annotated[
+        float, typer.Option(help="Lesions may reach this far outside the liver mask (mm).")
+    ] = 5.0,
+    min_lesion_mm3: Annotated[
+        float, typer.Option(help="Drop predicted lesions smaller than this (mm3).")
+    ] = 10.0,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 where fast), fp32 or bf16.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.")] = 16,
+    probability: Annotated[
+        bool, typer.Option(help="Write lesion_probability.nii.gz.")
+    ] = True,
+    redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
+) -> None:
+    """Segment the liver and its lesions in each CT; write masks, a lesion table and SEG.
+
+    Each CT gets OUT/<case_id>/ with liver.nii.gz, lesions.nii.gz (1..K by volume),
+    lesion_probability.nii.gz, lesions.csv, run.json, and seg.dcm for DICOM input. Finished
+    cases are skipped unless --redo; a case that fails is reported and the rest continue
+    (exit code 2 at the end).
+    """
+
+    def body() -> dict[str, Any]:
+        from livermets.infer.outputs import predict_cases
+        from livermets.infer.predictor import Predictor, PredictSettings
+        from livermets.infer.threshold import parse_threshold
+
+        try:
+            chosen = parse_threshold(threshold)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
+        if lesion_model is None:
+            raise InputError("give --lesion-model RUN (a lesion run folder or its model.pt)")
+        needs_liver = any(c.liver_mask is None for c in cases)
+        settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
+                                   min_lesion_mm3=min_lesion_mm3, precision=precision,
+                                   batch_size=batch_size, keep_probability=probability)
+        predictor = Predictor(lesion_model, liver_model if needs_liver else None, settings)
+        if needs_liver and liver_model is None:
+            raise InputError("give --liver-model RUN, or a liver mask (--liver-mask, or "
+                             "--manifest-liver with --manifest)")
+        outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo)
+        return {"out": str(out), "cases": [o.__dict__ for o in outcomes]}
+
+    summary = _run(body)
+    _print_json(summary)
+    if any(case["status"] == "failed" for case in summary["cases"]):
+        raise typer.Exit(2)
+
+
+def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Path | None,
+                       case_id: str | None, manifest_liver: bool) -> list[Any]:
+    """The CaseInputs of `predict` from its arguments (InputError for a bad combination)."""
+    from livermets.infer.outputs import CaseInput
+    from livermets.io.atomic import stem_without_suffix
+
+    if manifest is not None:
+        if inputs or liver_mask or case_id:
+            raise InputError("give either --manifest or INPUT paths (with --liver-mask, "
+                             "--case-id), not both")
+        from livermets.io.manifest import read_manifest
+
+        rows = read_manifest(manifest)
+        return [CaseInput(r.case_id, r.image, r.liver_mask if manifest_liver else None)
+                for r in rows]
+    if not inputs:
+        raise InputError("give one or more CTs (files or DICOM folders) or --manifest")
+    if (liver_mask or case_id) and len(inputs) > 1:
+        raise InputError("--liver-mask and --case-id go with a single input; use a manifest "
+                         "for many")
+    for path in inputs:
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+    return [CaseInput(case_id or (p.name if p.is_dir() else stem_without_suffix(p)), p,
+                      liver_mask) for p in inputs]
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_output"),

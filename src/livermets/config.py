@@ -50,6 +50,9 @@ class TrainConfig:
     lr_factor: float = 0.5
     lr_patience: int = 5
     early_stop_patience: int = 10
+    #: Clip the gradients' global L2 norm to this before each optimiser step (None: no
+    #: clipping, as in the paper). Not a paper setting.
+    grad_clip_norm: float | None = None
     #: Slices drawn per training epoch (None: every training slice once).
     slices_per_epoch: int | None = None
     #: Share of each epoch's slices that contain the target (lesion or liver); None: natural.
@@ -83,6 +86,8 @@ class TrainConfig:
             (self.positive_fraction is None or 0 <= self.positive_fraction <= 1,
              "positive_fraction must be in [0, 1] or null"),
             (self.base_width >= 1, "base_width must be >= 1"),
+            (self.grad_clip_norm is None or self.grad_clip_norm > 0,
+             "grad_clip_norm must be > 0 or null"),
         ]
         for ok, message in checks:
             if not ok:

@@ -41,6 +41,7 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("values", "message"), [
     ({"epochs": 2.5}, "expected int"), ({"augment": "maybe"}, "expected bool"),
     ({"lr_factor": 1.0}, "lr_factor"), ({"task": "kidney"}, "choose one of liver, lesion"),
+    ({"grad_clip_norm": 0}, "grad_clip_norm must be > 0"),
 ])
 def test_bad_values(values: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):

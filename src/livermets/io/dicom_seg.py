@@ -14,11 +14,16 @@ groups), converted to continuous voxel indices with `Geometry.physical_to_index`
 
 BINARY frames are masks; FRACTIONAL frames are thresholded at 50% of MaximumFractionalValue
 (value >= max / 2). Several frames of the same segment on the same slice are OR-ed.
+
+`write_dicom_seg` writes BINARY SEGs with highdicom onto the slices of the CT series a
+`Volume` was read from (one frame per slice and non-empty segment; see its docstring).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
 
+from livermets import __version__
 from livermets.errors import InputError
-from livermets.io.dicom import find_dicom_series, series_geometry
+from livermets.io.atomic import atomic_path
+from livermets.io.dicom import find_dicom_series, referenced_sop_instance_uids, series_geometry
 from livermets.io.volume import Geometry, Volume
 from livermets.types import PathLike
 
@@ -265,3 +274,204 @@ def _code_meaning(item: Any, sequence: str) -> str | None:
         return None
     meaning = codes[0].get("CodeMeaning")
     return str(meaning) if meaning else None
+
+
+# --- writing --------------------------------------------------------------------------------
+
+#: SNOMED CT codes for the segments livermets writes (DICOM CID 7150 / 7151 / 7166).
+TISSUE = Code("85756007", "SCT", "Tissue")
+LIVER = Code("10200004", "SCT", "Liver")
+MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Altered Structure")
+METASTATIC_NEOPLASM = Code("14799000", "SCT", "Neoplasm, Metastatic")
+#: Algorithm family of the segments (DCM 123110 "Artificial Intelligence").
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+
+MANUFACTURER = "livermets"
+SEG_SERIES_NUMBER = 9901
+CONTENT_LABEL = "LIVERMETS"
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentSpec:
+    """One segment to write: `mask` (z, y, x) of 0/1 (or bool) on the source CT's grid.
+
+    `category` and `property_type`: the SegmentedPropertyCategory and SegmentedPropertyType
+    codes (e.g. Tissue / Liver); `anatomic_region`: optional AnatomicRegionSequence code.
+    `liver_segment` and `metastases_segment` build the usual two.
+    """
+
+    label: str
+    mask: npt.NDArray[Any] = field(repr=False)
+    category: Code
+    property_type: Code
+    anatomic_region: Code | None = None
+
+
+def liver_segment(mask: npt.NDArray[Any]) -> SegmentSpec:
+    """The liver: category Tissue (SCT 85756007), type Liver (SCT 10200004)."""
+    return SegmentSpec("Liver", mask, TISSUE, LIVER)
+
+
+def metastases_segment(mask: npt.NDArray[Any]) -> SegmentSpec:
+    """All liver metastases as one segment: category Morphologically Altered Structure
+    (SCT 49755003), type Neoplasm, Metastatic (SCT 14799000), anatomic region Liver."""
+    return SegmentSpec(
+        "Liver metastases", mask, MORPHOLOGICALLY_ALTERED_STRUCTURE, METASTATIC_NEOPLASM, LIVER
+    )
+
+
+def write_dicom_seg(
+    path: PathLike,
+    segments: Sequence[SegmentSpec],
+    source: Volume,
+    *,
+    series_description: str = "livermets",
+    series_number: int = SEG_SERIES_NUMBER,
+) -> Path:
+    """Write `segments` as a BINARY DICOM SEG referencing the CT series `source` was read from.
+
+    `source`: a `Volume` from `read_dicom_series` / `read_image(folder)` whose source folder
+    still holds the series; its headers (no pixel data) are re-read and passed to highdicom
+    in the volume's z order, so mask slice k becomes a frame at slice k's position. Each mask
+    is (z, y, x) = `source.shape`, values 0/1. Segments are numbered 1, 2, ... in the given
+    order, algorithm type AUTOMATIC ("livermets", this package's version). Frames are written
+    only for slices where a segment has foreground: an all-zero segment stays in
+    SegmentSequence without frames (all frames are written, empty, when every segment is
+    empty), and `read_dicom_seg` reads it back as all zeros. The SEG gets a fresh
+    SeriesInstanceUID and SOPInstanceUID; the file is written atomically. A source series
+    without FrameOfReferenceUID (e.g. 3D-IRCADb) gets one derived from its SeriesInstanceUID
+    (the SEG requires it; a WARNING is logged).
+
+    Raises `InputError` for no segments, a mask of another shape or with values other than
+    0/1, a source not read from DICOM or resampled along z (or whose grid no longer matches
+    its series), and source files that are missing or changed since the volume was read.
+    """
+    import highdicom as hd  # lazily: it adds about 0.2 s to importing livermets.io
+
+    target = Path(path)
+    if not segments:
+        raise InputError("no segments to write; give at least one mask")
+    pixels = _stacked_masks(segments, source)
+    images = _source_images(source)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=MANUFACTURER, family=ARTIFICIAL_INTELLIGENCE, version=__version__
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=spec.label,
+            segmented_property_category=spec.category,
+            segmented_property_type=spec.property_type,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            anatomic_regions=[spec.anatomic_region] if spec.anatomic_region else None,
+        )
+        for number, spec in enumerate(segments, start=1)
+    ]
+    with warnings.catch_warnings():  # the source's patient name is not ours to fix
+        warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
+        seg = _segmentation(images, pixels, descriptions, series_description, series_number)
+    with atomic_path(target) as tmp:
+        seg.save_as(tmp)
+    logger.info(
+        "wrote DICOM SEG %s: %d segment(s), %d frame(s) on series %s",
+        target,
+        len(segments),
+        int(seg.NumberOfFrames),
+        source.metadata.get("series_instance_uid", ""),
+    )
+    return target
+
+
+def _segmentation(
+    images: list[Any],
+    pixels: npt.NDArray[np.uint8],
+    descriptions: list[Any],
+    series_description: str,
+    series_number: int,
+) -> Any:
+    import highdicom as hd
+
+    return hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MANUFACTURER,
+        software_versions=__version__,
+        device_serial_number="0",
+        content_label=CONTENT_LABEL,
+        content_description=series_description[:64],  # LO: at most 64 characters
+        series_description=series_description[:64],
+        omit_empty_frames=bool(pixels.any()),  # highdicom keeps all frames when all are empty
+        specific_character_set="ISO_IR 192",  # UTF-8: holds any text pydicom decoded
+    )
+
+
+def _stacked_masks(segments: Sequence[SegmentSpec], source: Volume) -> npt.NDArray[np.uint8]:
+    """The masks as one uint8 array (z, y, x, segments); refuses wrong shapes and values."""
+    stacked = np.zeros((*source.shape, len(segments)), dtype=np.uint8)
+    for k, spec in enumerate(segments):
+        mask = np.asarray(spec.mask)
+        if mask.shape != source.shape:
+            raise InputError(
+                f"segment '{spec.label}': mask shape (z, y, x) {list(mask.shape)} differs from "
+                f"the CT's {list(source.shape)}; give masks on the grid of the CT they belong to"
+            )
+        if not np.isin(mask, (0, 1)).all():
+            raise InputError(
+                f"segment '{spec.label}': the mask holds values other than 0 and 1; give a "
+                "binary mask (one segment per label)"
+            )
+        stacked[..., k] = mask
+    return stacked
+
+
+def _source_images(source: Volume) -> list[Any]:
+    """Headers (no pixel data) of the source slices, in the volume's z order."""
+    uids = referenced_sop_instance_uids(source)
+    if source.metadata.get("resampled_z") == "true":
+        raise InputError(
+            "the CT was resampled along z when read (non-uniform slice spacing), so its "
+            "slices no longer match the DICOM instances; a DICOM SEG cannot reference them: "
+            "write the masks as NIfTI instead"
+        )
+    folder = source.metadata.get("source", "")
+    series_uid = source.metadata.get("series_instance_uid", "")
+    if not folder:
+        raise InputError(
+            "the CT does not say which folder it was read from (no 'source' metadata); "
+            "read it with read_dicom_series or read_image(folder)"
+        )
+    series = find_dicom_series(folder, series_uid=series_uid)
+    by_uid = {s.sop_instance_uid: s.path for s in series.slices}
+    missing = [uid for uid in uids if uid not in by_uid]
+    if missing:
+        raise InputError(
+            f"{folder}: {len(missing)} of the {len(uids)} source slices of series {series_uid} "
+            "are no longer there (files moved, removed or replaced since the CT was read); "
+            "re-read the CT from its folder"
+        )
+    difference = source.geometry.difference(series_geometry(series))
+    if difference is not None:
+        raise InputError(
+            f"the CT's grid differs from its DICOM series in {folder} ({difference}): it was "
+            "cropped or resampled after reading; give masks on the grid of the CT as read"
+        )
+    images = [pydicom.dcmread(by_uid[uid], stop_before_pixels=True) for uid in uids]
+    if not all(image.get("FrameOfReferenceUID") for image in images):
+        # The SEG IOD requires one; derive it from the series so every SEG of this CT shares it.
+        frame_of_reference = generate_uid(entropy_srcs=[series_uid, "FrameOfReferenceUID"])
+        logger.warning(
+            "series %s has no FrameOfReferenceUID; the SEG gets %s, derived from the series",
+            series_uid,
+            frame_of_reference,
+        )
+        for image in images:
+            image.FrameOfReferenceUID = frame_of_reference
+    return images

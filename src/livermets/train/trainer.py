@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from livermets.errors import InputError
 from livermets.io.atomic import atomic_path, write_text_atomic
 from livermets.io.manifest import read_manifest
 from livermets.models import create_model
+from livermets.models.precision import autocast, resolve_precision
 from livermets.models.saved import save_model
 from livermets.train.data import SliceSet, augment, epoch_indices, load_slices, split_patients
 from livermets.train.losses import LossFunction, get_loss
@@ -71,29 +71,6 @@ class TrainResult:
 EpochHook = Callable[[EpochRecord], None]
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast on `device` (CPU: AVX-512 bf16 or AMX; CUDA: Ampere+)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(config: TrainConfig, device: torch.device) -> str:
-    """`fp32` or `bf16`: the configured precision, `auto` choosing bf16 where it is fast."""
-    if config.precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return config.precision
-
-
-def _autocast(precision: str, device: torch.device) -> AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume: bool = False,
           overwrite: bool = False, on_epoch_end: EpochHook | None = None) -> TrainResult:
     """Train `config.arch` for `config.task` on the manifest's training rows into `run_dir`."""
@@ -105,7 +82,7 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
     device = _device(env)
     if config.threads:
         torch.set_num_threads(config.threads)
-    precision = resolve_precision(config, device)
+    precision = resolve_precision(config.precision, device)
     train_rows, val_rows = split_patients(rows, config)
     started = time.perf_counter()
     training = load_slices(train_rows, config)
@@ -277,11 +254,14 @@ class _Loop:
             if self.config.augment:
                 images, targets = augment(images, targets, self.config, generator)
             images, targets = self._to_device(images, targets)
-            with _autocast(self.precision, self.device):
+            with autocast(self.precision, self.device):
                 logits = self.network(images)
             loss = self.loss(logits.float(), targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.config.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(),
+                                               self.config.grad_clip_norm)
             self.optimizer.step()
             total += float(loss.detach()) * len(index)
             count += len(index)
@@ -299,7 +279,7 @@ class _Loop:
             index = mine[start : start + self.batch * 2]
             images, targets = self._to_device(slices.images[index].unsqueeze(1),
                                               slices.targets[index].unsqueeze(1))
-            with _autocast(self.precision, self.device):
+            with autocast(self.precision, self.device):
                 logits = self.network(images)
             logits = logits.float()
             predicted = (logits > 0).float()

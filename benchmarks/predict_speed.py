@@ -1,0 +1,168 @@
+"""Inference speed and memory per CT: the whole `predict` pipeline and each stage, vs the floor.
+
+CTs: 3D-IRCADb-01 1.17 (DICOM, 119 x 512 x 512, from ../shared/data; its reference liver is
+imported for the lesion stage) and a generated 300-slice 512 x 512 CT (with its true liver).
+Each (CT, precision) runs in its own child process, so its peak resident memory is its own.
+
+Models: `--liver-model` / `--lesion-model` (run folders or model.pt), else untrained models of
+the paper's size (unet, base width 32, 256 x 256). Untrained, the liver model finds no liver;
+its forward pass over every slice is then timed on its own (`liver_s`), and the lesion stage
+runs on the reference liver. The forward passes cost the same whatever the weights.
+
+The floor: the models' forward FLOPs for this CT (liver model on every slice, lesion model on
+the liver's z-range) divided by this machine's measured matmul rate in that precision.
+
+Prints one JSON line per run; with trained lesion models it also prints the Dice between the
+fp32 and bf16 lesion masks. Usage:
+    .venv/bin/python benchmarks/predict_speed.py --out /tmp/predict_bench [--threads 2]
+        [--slices 300] [--liver-model RUN] [--lesion-model RUN] [--precisions fp32 bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from livermets.config import TrainConfig
+from livermets.datasets.ircadb import import_patient
+from livermets.datasets.synth import generate_cohort
+from livermets.io.manifest import read_manifest
+from livermets.models import create_model
+from livermets.models.flops import forward_flops
+from livermets.models.saved import load_model, save_model
+from livermets.train.trainer import preprocessing_settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_throughput import matmul_gflops
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def untrained_model(out: Path, task: str) -> Path:
+    """A paper-size unet (base 32, 256 px) with its initial weights, as training saves it."""
+    torch.manual_seed(0)
+    config = TrainConfig(task=task)  # type: ignore[arg-type]
+    return save_model(out / task / "model.pt", create_model("unet"), arch="unet",
+                      options={}, task=task, preprocessing=preprocessing_settings(config),
+                      record={"untrained": True})
+
+
+def cases(out: Path, slices: int) -> list[dict[str, Any]]:
+    """The benchmark CTs: (name, image, reference liver)."""
+    found = []
+    patient = SHARED / "ircadb" / "3Dircadb1.17"
+    if patient.is_dir():
+        imported = import_patient(patient, out / "ircadb")
+        found.append({"name": "ircadb1.17-dicom", "image": patient / "PATIENT_DICOM",
+                      "liver": imported.liver_mask})
+    summary = generate_cohort(out / "synth", patients=1, matrix=512, slices=slices,
+                              overwrite=True)
+    row = next(r for r in read_manifest(summary.manifest) if r.timepoint == "baseline")
+    found.append({"name": f"synth-512x{slices}", "image": row.image, "liver": row.liver_mask})
+    return found
+
+
+def run_case(case: dict[str, Any], models: dict[str, Path], trained_liver: bool,
+             precision: str, threads: int, out: Path, queue: Any) -> None:
+    """Child process: the pipeline on one CT; puts its timings and peak memory on `queue`."""
+    torch.set_num_threads(threads)
+    from livermets.infer.outputs import write_case
+    from livermets.infer.predictor import Predictor, PredictSettings
+    from livermets.infer.slices import slice_probabilities
+    from livermets.io.image import read_image
+    from livermets.preprocess import window
+
+    settings = PredictSettings(precision=precision)
+    predictor = Predictor(models["lesion"], models["liver"] if trained_liver else None,
+                          settings)
+    tic = time.perf_counter()
+    ct = read_image(case["image"])
+    read_s = time.perf_counter() - tic
+    liver_mask = None
+    liver_forward_s = 0.0
+    if not trained_liver:
+        liver_model = load_model(models["liver"], expected_task="liver")
+        tic = time.perf_counter()
+        slice_probabilities(liver_model, ct.array, window, bf16=precision == "bf16")
+        liver_forward_s = time.perf_counter() - tic
+        liver_mask = read_image(case["liver"])
+    prediction = predictor.predict(ct, liver_mask)
+    tic = time.perf_counter()
+    folder = write_case(prediction, ct, out / f"{case['name']}-{precision}", record={},
+                        overwrite=True)
+    write_s = time.perf_counter() - tic
+    timings = {"read_s": read_s, **prediction.timings, "write_s": write_s}
+    if not trained_liver:
+        timings["liver_s"] = liver_forward_s + timings["liver_s"]
+    queue.put({"timings": {k: round(v, 2) for k, v in timings.items()},
+               "total_s": round(sum(timings.values()), 2), "z_range": prediction.z_range,
+               "slices": ct.shape[0], "lesions": len(prediction.lesion_table),
+               "threshold": prediction.threshold.to_json(), "folder": str(folder),
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+
+
+def mask_dice(a: Path, b: Path) -> float | None:
+    """Dice of two label maps' foregrounds; None when both are empty."""
+    from livermets.io.image import read_image
+
+    x, y = read_image(a).array > 0, read_image(b).array > 0
+    total = int(x.sum() + y.sum())
+    return None if total == 0 else 2 * int(np.count_nonzero(x & y)) / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--liver-model", type=Path)
+    parser.add_argument("--lesion-model", type=Path)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    models = {"liver": args.liver_model or untrained_model(args.out / "models", "liver"),
+              "lesion": args.lesion_model or untrained_model(args.out / "models", "lesion")}
+    models = {k: (p / "model.pt" if p.is_dir() else p) for k, p in models.items()}
+    flops = {task: forward_flops(load_model(path).model, int(
+        load_model(path).preprocessing["image_size"])) for task, path in models.items()}
+    ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    context = multiprocessing.get_context("spawn")
+    for case in cases(args.out / "data", args.slices):
+        folders = {}
+        for precision in args.precisions:
+            queue = context.Queue()
+            child = context.Process(target=run_case, args=(
+                case, models, args.liver_model is not None, precision, args.threads,
+                args.out / "predictions", queue))
+            child.start()
+            result = queue.get()
+            child.join()
+            start, stop = result["z_range"]
+            model_flops = flops["liver"] * result["slices"] + flops["lesion"] * (stop - start)
+            floor_s = model_flops / (ceiling[precision] * 1e9)
+            folders[precision] = Path(result.pop("folder"))
+            print(json.dumps({
+                "ct": case["name"], "precision": precision, "threads": args.threads,
+                **result, "model_gflop": round(model_flops / 1e9, 1),
+                "matmul_gflops": round(ceiling[precision], 1), "floor_s": round(floor_s, 2),
+                "total_over_floor": round(result["total_s"] / floor_s, 2),
+                "trained_models": {"liver": args.liver_model is not None,
+                                   "lesion": args.lesion_model is not None},
+            }), flush=True)
+        if {"fp32", "bf16"} <= set(folders):
+            print(json.dumps({"ct": case["name"], "fp32_vs_bf16_dice": {
+                name: mask_dice(folders["fp32"] / name, folders["bf16"] / name)
+                for name in ("liver.nii.gz", "lesions.nii.gz")}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Write one CT's prediction as a case folder, all or nothing, and run many CTs in turn.
+
+`OUT/<case_id>/` holds `liver.nii.gz` (uint8 0/1), `lesions.nii.gz` (instance labels 1..K),
+`lesion_probability.nii.gz` (float32, when kept), `lesions.csv` (`LESION_COLUMNS`),
+`seg.dcm` (DICOM Segmentation, for DICOM input whose slices were not resampled) and
+`run.json` (input, models, threshold, timings, versions).
+
+The folder is built under a hidden temporary name beside it and renamed into place when
+complete, so a case folder with `run.json` is always finished, and an interrupted run
+leaves no half-written case. `predict_cases` skips finished cases (unless `redo`), and a bad
+case is reported while the others continue.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livermets.errors import InputError
+from livermets.infer.predictor import LESION_COLUMNS, Prediction, Predictor
+from livermets.io.atomic import write_text_atomic
+from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
+from livermets.io.image import read_image, write_image
+from livermets.io.volume import Volume
+from livermets.train.records import versions
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    """One CT to segment: its id (the output folder's name), image and optional liver mask."""
+
+    case_id: str
+    image: Path
+    liver_mask: Path | None = None
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What happened to one case: `status` is "done", "skipped" (finished before) or "failed"."""
+
+    case_id: str
+    status: str
+    lesions: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+def write_case(prediction: Prediction, ct: Volume, folder: Path, *, record: dict[str, Any],
+               overwrite: bool = False) -> Path:
+    """Write `prediction` for `ct` into `folder` (created whole, atomically); return it.
+
+    An existing `folder` is refused unless `overwrite`, in which case it is replaced only
+    once the new one is complete.
+    """
+    if folder.exists() and not overwrite:
+        raise InputError(f"{folder} exists; use --overwrite to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial",
+                                    dir=folder.parent))
+    staging.chmod(0o755)
+    try:
+        write_image(prediction.liver, staging / "liver.nii.gz")
+        write_image(prediction.lesions, staging / "lesions.nii.gz")
+        if prediction.probability is not None:
+            write_image(prediction.probability, staging / "lesion_probability.nii.gz")
+        (staging / "lesions.csv").write_text(lesions_csv(prediction.lesion_table),
+                                             encoding="utf-8")
+        seg = _write_seg(prediction, ct, staging / "seg.dcm")
+        full_record = {**record, "dicom_seg": seg, **_prediction_record(prediction),
+                       "versions": versions()}
+        write_text_atomic(staging / RUN_RECORD, json.dumps(full_record, indent=2) + "\n")
+        _swap_into_place(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def lesions_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The lesion table as CSV text with `LESION_COLUMNS` (header only when there is none)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(LESION_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether `folder` is a complete case folder (it has its run record)."""
+    return (folder / RUN_RECORD).is_file()
+
+
+def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *,
+                  overwrite: bool = False, redo: bool = False) -> list[CaseOutcome]:
+    """Segment each case into `out/<case_id>/`; a failing case is logged and the rest go on.
+
+    A finished case folder is skipped unless `redo` or `overwrite` (both replace it); an
+    unfinished one (no run record) is replaced.
+    """
+    ids = [c.case_id for c in cases]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InputError(f"case id(s) {', '.join(repeated)} appear more than once; give each "
+                         "CT its own id (use a manifest)")
+    outcomes = []
+    for number, case in enumerate(cases, start=1):
+        folder = out / case.case_id
+        if is_finished(folder) and not (redo or overwrite):
+            logger.info("[%d/%d] %s: finished before, skipped", number, len(cases),
+                        case.case_id)
+            outcomes.append(CaseOutcome(case.case_id, "skipped"))
+            continue
+        tic = time.perf_counter()
+        try:
+            outcomes.append(_predict_one(predictor, case, folder, replace=folder.exists(),
+                                         started=tic))
+        except InputError as error:
+            logger.error("[%d/%d] %s: %s", number, len(cases), case.case_id, error)
+            outcomes.append(CaseOutcome(case.case_id, "failed", error=str(error)))
+            continue
+        logger.info("[%d/%d] %s: %d lesion(s) in %.1f s", number, len(cases), case.case_id,
+                    outcomes[-1].lesions, outcomes[-1].seconds)
+    return outcomes
+
+
+def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace: bool,
+                 started: float) -> CaseOutcome:
+    read_tic = time.perf_counter()
+    ct = read_image(case.image)
+    liver_mask = read_image(case.liver_mask) if case.liver_mask is not None else None
+    read_s = time.perf_counter() - read_tic
+    prediction = predictor.predict(ct, liver_mask)
+    prediction.timings = {"read_s": read_s, **prediction.timings}
+    write_tic = time.perf_counter()
+    record = {"case_id": case.case_id, "image": str(case.image),
+              "liver_mask": None if case.liver_mask is None else str(case.liver_mask),
+              "ct": ct.geometry.to_json(), **predictor.record()}
+    write_case(prediction, ct, folder, record=record, overwrite=replace)
+    seconds = time.perf_counter() - started
+    logger.debug("%s: written in %.2f s", case.case_id, time.perf_counter() - write_tic)
+    return CaseOutcome(case.case_id, "done", lesions=len(prediction.lesion_table),
+                       seconds=round(seconds, 2))
+
+
+def _prediction_record(prediction: Prediction) -> dict[str, Any]:
+    stats = prediction.liver_stats
+    return {
+        "liver": {"source": prediction.liver_source, "volume_ml": round(stats.volume_ml, 1),
+                  "mean_hu": round(stats.mean_hu, 2), "std_hu": round(stats.std_hu, 2)},
+        "lesion_z_range": list(prediction.z_range),
+        "threshold": prediction.threshold.to_json(),
+        "lesions": len(prediction.lesion_table),
+        "timings_s": {k: round(v, 3) for k, v in prediction.timings.items()},
+    }
+
+
+def _write_seg(prediction: Prediction, ct: Volume, path: Path) -> dict[str, Any]:
+    """Write seg.dcm for DICOM input; return what happened, for the run record."""
+    if ct.metadata.get("format") != "dicom":
+        return {"written": False, "reason": "the input is not DICOM"}
+    if ct.metadata.get("resampled_z") == "true":
+        return {"written": False, "reason": "the DICOM slices were unevenly spaced and "
+                "resampled, so the masks do not lie on the source slices"}
+    segments = [liver_segment(prediction.liver.array),
+                metastases_segment(prediction.lesions.array > 0)]
+    write_dicom_seg(path, segments, ct)
+    return {"written": True, "file": path.name}
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    """Rename `staging` to `folder`; an existing `folder` is moved aside first, then removed."""
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(folder)

@@ -1,0 +1,267 @@
+"""The inference pipeline: a `Predictor` loads its models once and segments many CTs.
+
+For one CT (z, y, x, HU):
+
+1. Liver: the liver model's mask (largest 3D component, holes filled), or a given mask.
+2. The paper's liver z-score (mean and SD of the HU inside that liver) and the liver's
+   z-range plus the lesion model's margin; slices outside it get probability 0.
+3. Lesion probabilities per slice, in batches, on the lesion model's grid and back
+   (`infer.slices`), with the settings saved in the model file, never re-typed.
+4. Threshold: Otsu on the probabilities inside the dilated liver, or fixed (`infer.threshold`).
+5. Lesion voxels inside the liver dilated by `liver_dilation_mm`; 26-connected components
+   of at least `min_lesion_mm3`; numbered 1..K by decreasing volume (`labels`).
+
+All masks are on the CT's own grid (shape, spacing, origin, direction).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from scipy import ndimage
+
+from livermets.errors import InputError
+from livermets.infer.liver import segment_liver
+from livermets.infer.slices import slice_probabilities
+from livermets.infer.threshold import ThresholdResult, choose_threshold
+from livermets.io.volume import Volume
+from livermets.labels import instance_labels
+from livermets.measure import measure_lesions
+from livermets.models.precision import PRECISIONS, resolve_precision
+from livermets.models.saved import SavedModel, load_model
+from livermets.preprocess import LiverStatistics, liver_statistics, liver_z_range, liver_zscore
+from livermets.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+#: The lowest HU a CT must reach somewhere (air is -1000 HU): an image that never goes below
+#: it is not a CT in HU (an MR, or raw stored values without the rescale to HU).
+CT_AIR_BELOW_HU = -500.0
+#: Values outside this range are not HU (the largest metal implants reach about 30000).
+CT_RANGE_HU = (-4000.0, 40000.0)
+DEFAULT_LIVER_DILATION_MM = 5.0
+#: The same minimum as reference lesions get on import (`datasets.common`).
+DEFAULT_MIN_LESION_MM3 = 10.0
+
+LESION_COLUMNS = ("lesion_id", "volume_ml", "longest_axial_diameter_mm",
+                  "perpendicular_diameter_mm", "slice_index", "centroid_x_mm", "centroid_y_mm",
+                  "centroid_z_mm", "mean_hu")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How the pipeline turns probabilities into lesions, and how fast it runs.
+
+    `threshold`: "otsu" or a probability in (0, 1); `liver_dilation_mm`: lesion voxels may lie
+    this far outside the liver mask (tumours on the liver's edge bulge out of it);
+    `min_lesion_mm3`: smaller components are dropped; `precision`: "auto" (bf16 where the CPU
+    or GPU does it fast), "fp32" or "bf16"; `batch_size`: slices per forward pass.
+    """
+
+    threshold: str | float = "otsu"
+    liver_dilation_mm: float = DEFAULT_LIVER_DILATION_MM
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
+    precision: str = "auto"
+    batch_size: int = 16
+    keep_probability: bool = True
+
+    def __post_init__(self) -> None:
+        if self.liver_dilation_mm < 0:
+            raise InputError(f"liver dilation must be >= 0 mm, got {self.liver_dilation_mm}")
+        if self.min_lesion_mm3 < 0:
+            raise InputError(f"minimum lesion volume must be >= 0 mm3, got "
+                             f"{self.min_lesion_mm3}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        choose_threshold(np.zeros(0), self.threshold)  # validates a fixed value
+
+
+@dataclass
+class Prediction:
+    """One CT's result, every volume on the CT's grid.
+
+    `liver`: uint8 0/1; `lesions`: instance labels 1..K by decreasing volume (0 background);
+    `probability`: float32 lesion probability (None unless kept); `lesion_table`: one dict per
+    lesion with `LESION_COLUMNS` (centroids in patient LPS mm); `timings`: seconds per stage.
+    """
+
+    liver: Volume
+    lesions: Volume
+    probability: Volume | None
+    threshold: ThresholdResult
+    liver_source: str
+    liver_stats: LiverStatistics
+    z_range: tuple[int, int]
+    lesion_table: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def check_ct(ct: Volume) -> None:
+    """Raise `InputError` unless `ct` looks like a CT in HU (3D, air present, HU range)."""
+    array = ct.array
+    if array.shape[0] < 1 or min(array.shape[1:]) < 16:
+        raise InputError(f"the image is {array.shape} (z, y, x): too small for a CT")
+    low, high = float(array.min()), float(array.max())
+    if low > CT_AIR_BELOW_HU:
+        raise InputError(f"the image's lowest value is {low:g}, but a CT in HU has air near "
+                         "-1000; give a CT stored in HU (with RescaleSlope/Intercept applied)")
+    if low < CT_RANGE_HU[0] or high > CT_RANGE_HU[1]:
+        raise InputError(f"the image's values run from {low:g} to {high:g}, outside the HU "
+                         f"range [{CT_RANGE_HU[0]:g}, {CT_RANGE_HU[1]:g}]; give a CT in HU")
+
+
+class Predictor:
+    """Liver and lesion segmentation with models loaded once.
+
+    `lesion_model`: a lesion `model.pt` (or its run folder, or a loaded `SavedModel`);
+    `liver_model`: a liver model, or None when every CT comes with a liver mask.
+    """
+
+    def __init__(self, lesion_model: PathLike | SavedModel,
+                 liver_model: PathLike | SavedModel | None = None,
+                 settings: PredictSettings | None = None) -> None:
+        self.settings = settings or PredictSettings()
+        self.lesion_model = _load(lesion_model, "lesion")
+        self.liver_model = None if liver_model is None else _load(liver_model, "liver")
+        self.precision = resolve_precision(self.settings.precision, torch.device("cpu"))
+
+    def predict(self, ct: Volume, liver_mask: Volume | None = None) -> Prediction:
+        """Segment `ct`; with `liver_mask` (same grid, > 0 inside) the liver model is skipped.
+
+        Raises `InputError` for an image that is not a CT in HU, a liver mask on another grid,
+        no liver model and no mask, or a liver too small for the z-score.
+        """
+        timings: dict[str, float] = {}
+        tic = time.perf_counter()
+        check_ct(ct)
+        hu = ct.array
+        bf16 = self.precision == "bf16"
+        if liver_mask is not None:
+            difference = ct.geometry.difference(liver_mask.geometry)
+            if difference is not None:
+                raise InputError(f"the liver mask is not on the CT's grid ({difference}); "
+                                 "give a mask drawn on this CT")
+            liver = (liver_mask.array > 0).astype(np.uint8)
+            source = "given"
+        elif self.liver_model is not None:
+            liver = segment_liver(self.liver_model, hu, batch_size=self.settings.batch_size,
+                                  bf16=bf16)
+            source = "model"
+        else:
+            raise InputError("no liver model and no liver mask; give --liver-model or "
+                             "--liver-mask")
+        timings["liver_s"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        stats = liver_statistics(hu, liver, ct.spacing)
+        margin = float(self.lesion_model.preprocessing.get("z_margin_mm", 10.0))
+        start, stop = liver_z_range(liver, ct.spacing, margin_mm=margin)
+        probability = np.zeros(hu.shape, dtype=np.float32)
+        probability[start:stop] = slice_probabilities(
+            self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
+            batch_size=self.settings.batch_size, bf16=bf16)
+        timings["lesion_model_s"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        allowed = dilate_mm(liver, ct.spacing, self.settings.liver_dilation_mm)
+        threshold = choose_threshold(probability[allowed], self.settings.threshold)
+        foreground = (probability > threshold.value) & allowed
+        labels = instance_labels(foreground, ct.spacing,
+                                 min_volume_mm3=self.settings.min_lesion_mm3)
+        table = lesion_table(labels, ct)
+        timings["postprocess_s"] = time.perf_counter() - tic
+        logger.info("%d lesion(s); threshold %.3f (%s); liver %.0f mL", len(table),
+                    threshold.value, threshold.method, stats.volume_ml)
+        return Prediction(
+            liver=ct.with_array(liver),
+            lesions=ct.with_array(labels),
+            probability=ct.with_array(probability) if self.settings.keep_probability else None,
+            threshold=threshold, liver_source=source, liver_stats=stats,
+            z_range=(start, stop), lesion_table=table, timings=timings)
+
+    def record(self) -> dict[str, Any]:
+        """The models and settings, for run.json."""
+        models = {"lesion": _model_record(self.lesion_model)}
+        if self.liver_model is not None:
+            models["liver"] = _model_record(self.liver_model)
+        settings = {"threshold": self.settings.threshold,
+                    "liver_dilation_mm": self.settings.liver_dilation_mm,
+                    "min_lesion_mm3": self.settings.min_lesion_mm3,
+                    "batch_size": self.settings.batch_size, "precision": self.precision}
+        return {"models": models, "settings": settings}
+
+
+def dilate_mm(mask: npt.NDArray[np.generic], spacing: tuple[float, float, float],
+              radius_mm: float) -> npt.NDArray[np.bool_]:
+    """`mask` (z, y, x) grown by every voxel whose centre is within `radius_mm` (Euclidean, mm).
+
+    Computed on the mask's bounding box plus the radius, so its cost follows the liver, not
+    the CT.
+    """
+    inside = np.asarray(mask) > 0
+    if radius_mm <= 0 or not inside.any():
+        return inside
+    reach = [int(np.ceil(radius_mm / s)) for s in spacing]
+    box = ndimage.find_objects(inside.astype(np.uint8))[0]
+    grown = tuple(slice(max(0, b.start - r), min(n, b.stop + r))
+                  for b, r, n in zip(box, reach, inside.shape, strict=True))
+    distance = ndimage.distance_transform_edt(~inside[grown], sampling=spacing)
+    out = inside.copy()
+    out[grown] = distance <= radius_mm
+    return out
+
+
+def lesion_table(labels: npt.NDArray[np.integer], ct: Volume) -> list[dict[str, Any]]:
+    """One row per lesion of `labels` (instance map on `ct`'s grid), with `LESION_COLUMNS`.
+
+    Diameters are RECIST's (longest axial, edge to edge, mm) from `livermets.measure`;
+    `slice_index` is the z index of the slice where it is longest; the centroid is in patient
+    LPS coordinates (mm); `mean_hu` the CT's mean inside the lesion.
+    """
+    measured = measure_lesions(labels, ct.spacing)
+    if not measured:
+        return []
+    ids = list(measured)
+    means = ndimage.mean(ct.array, labels=labels, index=ids)
+    rows = []
+    for lesion_id, mean_hu in zip(ids, np.atleast_1d(means), strict=True):
+        m = measured[lesion_id]
+        x, y, z = ct.geometry.index_to_physical(m.centroid_index)
+        rows.append({
+            "lesion_id": lesion_id, "volume_ml": round(m.volume_ml, 4),
+            "longest_axial_diameter_mm": round(m.longest_diameter_mm, 2),
+            "perpendicular_diameter_mm": round(m.perpendicular_diameter_mm, 2),
+            "slice_index": m.diameter_slice,
+            "centroid_x_mm": round(float(x), 2), "centroid_y_mm": round(float(y), 2),
+            "centroid_z_mm": round(float(z), 2), "mean_hu": round(float(mean_hu), 1),
+        })
+    return rows
+
+
+def _load(model: PathLike | SavedModel, task: str) -> SavedModel:
+    if isinstance(model, SavedModel):
+        if model.task != task:
+            raise InputError(f"this is a {model.task} model; give a {task} model")
+        return model
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.pt"
+    return load_model(path, expected_task=task)
+
+
+def _model_record(model: SavedModel) -> dict[str, Any]:
+    record = model.record
+    return {"arch": model.arch, "task": model.task, "options": model.options,
+            "preprocessing": model.preprocessing,
+            "trained": {k: record[k] for k in ("git_commit", "best_epoch", "manifest_sha256",
+                                               "train_cases", "versions") if k in record}}

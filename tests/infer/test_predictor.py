@@ -1,0 +1,187 @@
+"""The inference pipeline on a phantom whose answer is known voxel for voxel.
+
+The phantom: air, a soft-tissue body (100 +/- 10 HU checkerboard), a liver block inside it,
+and three hypodense (40 HU) balls: A inside the liver, B on its edge (1.5 mm outside), C in
+the body 9 mm from the liver. The rule models (tests/infer/rule_models.py) mark liver z-scores
+below -2.5 as lesion: the expected lesions are exactly the balls the pipeline must keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from livermets.errors import InputError
+from livermets.infer.predictor import (
+    LESION_COLUMNS,
+    Predictor,
+    PredictSettings,
+    check_ct,
+    dilate_mm,
+    lesion_table,
+)
+from livermets.io.volume import Volume
+from livermets.measure import measure_lesions
+from tests.infer.rule_models import lesion_rule, liver_rule
+
+SPACING = (2.0, 1.5, 1.5)  # z, y, x mm: the liver block is 86 mL
+ORIGIN = (-30.0, 40.0, 100.0)  # x, y, z mm
+# A left-right and anterior-posterior flip, as in many CTs, to test LPS centroids.
+DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass
+class Phantom:
+    ct: Volume
+    liver: Volume
+    body: np.ndarray
+    balls: dict[str, np.ndarray]
+
+
+def _ball(shape: tuple[int, int, int], centre: tuple[float, float, float],
+          radius_mm: float) -> np.ndarray:
+    z, y, x = np.indices(shape, dtype=float)
+    return ((((z - centre[0]) * SPACING[0]) ** 2 + ((y - centre[1]) * SPACING[1]) ** 2
+             + ((x - centre[2]) * SPACING[2]) ** 2) <= radius_mm**2)
+
+
+def make_phantom(*, lesions: bool = True) -> Phantom:
+    shape = (24, 64, 64)
+    z, y, x = np.indices(shape)
+    hu = np.full(shape, -1000, dtype=np.int16)
+    body = np.zeros(shape, bool)
+    body[:, 4:60, 4:60] = True
+    hu[body] = (100 + 10 * (-1) ** (z + y + x))[body]
+    liver = np.zeros(shape, np.uint8)
+    liver[6:18, 12:52, 12:52] = 1
+    balls = {"A": _ball(shape, (12, 30, 24), 5.0), "B": _ball(shape, (12, 30, 50), 3.0),
+             "C": _ball(shape, (12, 30, 58), 1.5)}
+    if lesions:
+        for ball in balls.values():
+            hu[ball] = 40
+    geometry = {"spacing": SPACING, "origin": ORIGIN, "direction": DIRECTION}
+    return Phantom(Volume.from_array(hu, **geometry), Volume.from_array(liver, **geometry),
+                   body, balls)
+
+
+def test_given_liver_keeps_the_lesions_inside_and_at_the_edge() -> None:
+    phantom = make_phantom()
+    predictor = Predictor(lesion_rule(64), settings=PredictSettings(precision="fp32"))
+    result = predictor.predict(phantom.ct, phantom.liver)
+
+    a, b = phantom.balls["A"], phantom.balls["B"]
+    assert a.sum() > b.sum() > 0
+    assert result.liver_source == "given"
+    np.testing.assert_array_equal(result.liver.array, phantom.liver.array)
+    # 1 = the larger lesion; B reaches 1.5 mm outside the liver (allowed 5 mm); C is 9 mm out.
+    np.testing.assert_array_equal(result.lesions.array == 1, a)
+    np.testing.assert_array_equal(result.lesions.array == 2, b)
+    assert int(result.lesions.array.max()) == 2
+    assert result.threshold.method == "otsu" and not result.threshold.empty
+    assert 0.1 <= result.threshold.value <= 0.9
+    # Liver z-range 6..17 plus 10 mm (5 slices) each side; no probability outside it.
+    assert result.z_range == (1, 23)
+    assert result.probability is not None
+    assert not result.probability.array[0].any() and not result.probability.array[23].any()
+    for volume in (result.liver, result.lesions, result.probability):
+        assert volume.geometry == phantom.ct.geometry
+
+
+def test_lesion_table_agrees_with_the_masks() -> None:
+    phantom = make_phantom()
+    result = Predictor(lesion_rule(64), settings=PredictSettings(precision="fp32")).predict(
+        phantom.ct, phantom.liver)
+    table = result.lesion_table
+    assert [row["lesion_id"] for row in table] == [1, 2]
+    assert all(list(row) == list(LESION_COLUMNS) for row in table)
+    for row, ball in zip(table, (phantom.balls["A"], phantom.balls["B"]), strict=True):
+        assert row["volume_ml"] == pytest.approx(ball.sum() * 4.5 / 1000, abs=1e-4)
+        assert row["mean_hu"] == 40.0
+        # The centroid, by hand: mean voxel index -> physical with the flipped directions.
+        zc, yc, xc = (float(v.mean()) for v in np.nonzero(ball))
+        assert row["centroid_x_mm"] == pytest.approx(-30.0 - xc * 1.5, abs=0.01)
+        assert row["centroid_y_mm"] == pytest.approx(40.0 - yc * 1.5, abs=0.01)
+        assert row["centroid_z_mm"] == pytest.approx(100.0 + zc * 2.0, abs=0.01)
+        measured = measure_lesions(ball.astype(np.uint8), SPACING)[1]
+        assert row["longest_axial_diameter_mm"] == pytest.approx(
+            measured.longest_diameter_mm, abs=0.01)
+        assert row["slice_index"] == measured.diameter_slice
+    # Ball A: radius 5 mm, so its widest slice spans 7 voxels of 1.5 mm (10.5 mm edge to
+    # edge), at most the diagonal of its 7 x 7 bounding square.
+    assert 10.5 <= table[0]["longest_axial_diameter_mm"] <= 10.5 * np.sqrt(2)
+
+
+def test_liver_model_path_takes_the_largest_component() -> None:
+    phantom = make_phantom()
+    # No dilation: beyond this "liver" lies air, which the lesion rule (z < -2.5) would take.
+    predictor = Predictor(lesion_rule(64), liver_rule(64),
+                          PredictSettings(precision="fp32", keep_probability=False,
+                                          liver_dilation_mm=0.0))
+    result = predictor.predict(phantom.ct)
+    assert result.liver_source == "model" and result.probability is None
+    # The liver rule takes all soft tissue: the whole body, balls included (holes filled).
+    np.testing.assert_array_equal(result.liver.array, phantom.body.astype(np.uint8))
+    # Now every ball lies inside the "liver": three lesions, by decreasing volume.
+    expected = [phantom.balls[k].sum() for k in "ABC"]
+    assert [int((result.lesions.array == k).sum()) for k in (1, 2, 3)] == expected
+
+
+def test_no_lesion_no_noise_and_a_fixed_threshold() -> None:
+    phantom = make_phantom(lesions=False)
+    result = Predictor(lesion_rule(64), settings=PredictSettings(precision="fp32")).predict(
+        phantom.ct, phantom.liver)
+    assert result.threshold.empty and result.lesion_table == []
+    assert not result.lesions.array.any()
+    fixed = Predictor(lesion_rule(64), settings=PredictSettings(threshold=0.5)).predict(
+        make_phantom().ct, phantom.liver)
+    assert fixed.threshold.method == "fixed" and len(fixed.lesion_table) == 2
+
+
+def test_minimum_volume_and_dilation_settings() -> None:
+    phantom = make_phantom()
+    b_ml = phantom.balls["B"].sum() * 4.5 / 1000
+    no_small = PredictSettings(min_lesion_mm3=b_ml * 1000 + 1, precision="fp32")
+    result = Predictor(lesion_rule(64), settings=no_small).predict(phantom.ct, phantom.liver)
+    assert len(result.lesion_table) == 1
+    no_dilation = PredictSettings(liver_dilation_mm=0.0, precision="fp32")
+    result = Predictor(lesion_rule(64), settings=no_dilation).predict(phantom.ct, phantom.liver)
+    # B is cut at the liver's edge (x < 52).
+    expected_b = phantom.balls["B"] & (phantom.liver.array > 0)
+    np.testing.assert_array_equal(result.lesions.array == 2, expected_b)
+
+
+def test_dilation_in_mm_follows_the_spacing() -> None:
+    mask = np.zeros((9, 9, 9), np.uint8)
+    mask[4, 4, 4] = 1
+    grown = dilate_mm(mask, (2.0, 1.0, 1.0), 2.0)
+    # 2 mm reaches one slice in z (2 mm) and two voxels in y and x; not the corners.
+    assert grown[3, 4, 4] and grown[5, 4, 4] and not grown[2, 4, 4]
+    assert grown[4, 4, 6] and grown[4, 6, 4] and not grown[4, 4, 7]
+    assert not grown[3, 5, 4]  # sqrt(2^2 + 1^2) > 2 mm
+    assert int(grown.sum()) == 1 + 2 + 12  # centre, z neighbours, in-plane disc of radius 2
+
+
+def test_bad_input_is_one_clear_error() -> None:
+    phantom = make_phantom()
+    predictor = Predictor(lesion_rule(64))
+    mr_like = phantom.ct.with_array(np.abs(phantom.ct.array.astype(np.int32)) + 5)
+    with pytest.raises(InputError, match="air near -1000"):
+        check_ct(mr_like)
+    other_grid = Volume.from_array(phantom.liver.array, spacing=(2.0, 1.0, 1.5))
+    with pytest.raises(InputError, match="not on the CT's grid"):
+        predictor.predict(phantom.ct, other_grid)
+    with pytest.raises(InputError, match="no liver model and no liver mask"):
+        predictor.predict(phantom.ct)
+    with pytest.raises(InputError, match="give a liver model"):
+        Predictor(lesion_rule(64), lesion_rule(64))
+    with pytest.raises(InputError, match="give a lesion model"):
+        Predictor(liver_rule(64))
+    with pytest.raises(InputError, match="liver mask is empty"):
+        predictor.predict(phantom.ct, phantom.liver.with_array(np.zeros((24, 64, 64), np.uint8)))
+
+
+def test_empty_table_for_an_empty_map() -> None:
+    phantom = make_phantom()
+    assert lesion_table(np.zeros((24, 64, 64), np.uint8), phantom.ct) == []
