@@ -10,8 +10,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# tcmalloc (optional, Debian's libtcmalloc-minimal4): livermets re-launches itself with it
+# preloaded, which speeds PyTorch on CPU up (benchmarks/RESULTS.md). Installed where we are root
+# with apt-get; elsewhere livermets runs with the system allocator.
+TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+
 # torch first and pinned exactly: a bare `torch` would pull the CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
+	@if [ ! -e $(TCMALLOC) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } || \
+	  echo "note: could not install libtcmalloc-minimal4; livermets uses the system allocator"; fi
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)

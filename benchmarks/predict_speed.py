@@ -12,17 +12,21 @@ runs on the reference liver. The forward passes cost the same whatever the weigh
 The floor: the models' forward FLOPs for this CT (liver model on every slice, lesion model on
 the liver's z-range) divided by this machine's measured matmul rate in that precision.
 
-Prints one JSON line per run; with trained lesion models it also prints the Dice between the
-fp32 and bf16 lesion masks. Usage:
+Each run is made with the system allocator and with tcmalloc preloaded (when installed), in
+the same invocation. Prints one JSON line per run, and the Dice between the fp32 and bf16
+masks when both ran. Usage:
     .venv/bin/python benchmarks/predict_speed.py --out /tmp/predict_bench [--threads 2]
         [--slices 300] [--liver-model RUN] [--lesion-model RUN] [--precisions fp32 bf16]
+        [--allocators system tcmalloc]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -32,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from livermets.config import TrainConfig
+from livermets.config import TCMALLOC_PATHS, TrainConfig
 from livermets.datasets.ircadb import import_patient
 from livermets.datasets.synth import generate_cohort
 from livermets.io.manifest import read_manifest
 from livermets.models import create_model
 from livermets.models.flops import forward_flops
+from livermets.models.precision import bf16_supported
 from livermets.models.saved import load_model, save_model
 from livermets.train.trainer import preprocessing_settings
 
@@ -75,6 +80,7 @@ def run_case(case: dict[str, Any], models: dict[str, Path], trained_liver: bool,
              precision: str, threads: int, out: Path, queue: Any) -> None:
     """Child process: the pipeline on one CT; puts its timings and peak memory on `queue`."""
     torch.set_num_threads(threads)
+    from livermets.config import allocator
     from livermets.infer.outputs import write_case
     from livermets.infer.predictor import Predictor, PredictSettings
     from livermets.infer.slices import slice_probabilities
@@ -103,7 +109,7 @@ def run_case(case: dict[str, Any], models: dict[str, Path], trained_liver: bool,
     timings = {"read_s": read_s, **prediction.timings, "write_s": write_s}
     if not trained_liver:
         timings["liver_s"] = liver_forward_s + timings["liver_s"]
-    queue.put({"timings": {k: round(v, 2) for k, v in timings.items()},
+    queue.put({"allocator": allocator(), "timings": {k: round(v, 2) for k, v in timings.items()},
                "total_s": round(sum(timings.values()), 2), "z_range": prediction.z_range,
                "slices": ct.shape[0], "lesions": len(prediction.lesion_table),
                "threshold": prediction.threshold.to_json(), "folder": str(folder),
@@ -126,30 +132,46 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--liver-model", type=Path)
     parser.add_argument("--lesion-model", type=Path)
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--allocators", nargs="+", choices=["system", "tcmalloc"],
+                        help="default: both where tcmalloc is installed")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        help="default: fp32, and bf16 where the CPU has fast bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    fast_bf16 = bf16_supported(torch.device("cpu"))
+    precisions = args.precisions or (["fp32", "bf16"] if fast_bf16 else ["fp32"])
+    tcmalloc = next((p for p in TCMALLOC_PATHS if Path(p).is_file()), None)
+    allocators = args.allocators or (["system", "tcmalloc"] if tcmalloc else ["system"])
+    print(json.dumps({"cpu_bf16": fast_bf16, "precisions": precisions,
+                      "allocators": allocators}), flush=True)
     models = {"liver": args.liver_model or untrained_model(args.out / "models", "liver"),
               "lesion": args.lesion_model or untrained_model(args.out / "models", "lesion")}
     models = {k: (p / "model.pt" if p.is_dir() else p) for k, p in models.items()}
     flops = {task: forward_flops(load_model(path).model, int(
         load_model(path).preprocessing["image_size"])) for task, path in models.items()}
-    ceiling = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    # Best of three: one measurement on a shared machine can be 25% low.
+    ceiling = {p: max(matmul_gflops(dtypes[p]) for _ in range(3)) for p in precisions}
     context = multiprocessing.get_context("spawn")
     for case in cases(args.out / "data", args.slices):
         folders = {}
-        for precision in args.precisions:
+        for precision, memory in itertools.product(precisions, allocators):
+            # A spawned child starts with this process's environment: preload per run.
+            os.environ.pop("LD_PRELOAD", None)
+            if memory == "tcmalloc" and tcmalloc:
+                os.environ["LD_PRELOAD"] = tcmalloc
             queue = context.Queue()
             child = context.Process(target=run_case, args=(
                 case, models, args.liver_model is not None, precision, args.threads,
-                args.out / "predictions", queue))
+                args.out / "predictions" / memory, queue))
             child.start()
             result = queue.get()
             child.join()
             start, stop = result["z_range"]
             model_flops = flops["liver"] * result["slices"] + flops["lesion"] * (stop - start)
             floor_s = model_flops / (ceiling[precision] * 1e9)
-            folders[precision] = Path(result.pop("folder"))
+            folders.setdefault(precision, Path(result.pop("folder")))
+            os.environ.pop("LD_PRELOAD", None)
             print(json.dumps({
                 "ct": case["name"], "precision": precision, "threads": args.threads,
                 **result, "model_gflop": round(model_flops / 1e9, 1),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from livermets.cli import app
+from livermets.config import TCMALLOC_PATHS, tcmalloc_relaunch
 from livermets.io import Volume, read_image, write_image
 
 runner = CliRunner()
@@ -103,3 +107,28 @@ def test_usage_errors_exit_2() -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("livermets ")
+
+
+def test_tcmalloc_relaunch_environment(tmp_path: Path) -> None:
+    library = tmp_path / "libtcmalloc_minimal.so.4"
+    library.write_bytes(b"")
+    missing = str(tmp_path / "nothing.so")
+    env = tcmalloc_relaunch({"PATH": "/bin", "LD_PRELOAD": "/x/libother.so"},
+                            [missing, str(library)])
+    assert env == {"PATH": "/bin", "LD_PRELOAD": f"{library} /x/libother.so",
+                   "LIVERMETS_TCMALLOC": "0"}
+    assert tcmalloc_relaunch(env, [str(library)]) is None  # never twice
+    assert tcmalloc_relaunch({"LIVERMETS_TCMALLOC": "0"}, [str(library)]) is None
+    assert tcmalloc_relaunch({}, [missing]) is None
+
+
+@pytest.mark.skipif(not any(Path(p).is_file() for p in TCMALLOC_PATHS),
+                    reason="tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
+def test_the_command_runs_with_tcmalloc_unless_turned_off() -> None:
+    command = [str(Path(sys.executable).with_name("livermets")), "--version"]
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LIVERMETS_TCMALLOC")}
+    on = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    assert on.stdout.strip().endswith("(allocator: tcmalloc)")
+    off = subprocess.run(command, capture_output=True, text=True, check=True,
+                         env={**env, "LIVERMETS_TCMALLOC": "0"})
+    assert off.stdout.strip().endswith("(allocator: system)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -50,8 +51,9 @@ class TrainConfig:
     lr_factor: float = 0.5
     lr_patience: int = 5
     early_stop_patience: int = 10
-    #: Clip the gradients' global L2 norm to this before each optimiser step (None: no
-    #: clipping, as in the paper). Not a paper setting.
+    #: Clip the gradients' global L2 norm to this before each optimiser step; 0: never (the
+    #: paper); None: 1.0 for `resnet18-unet` (from random weights it diverged without), 0 for
+    #: `unet`. Not a paper setting.
     grad_clip_norm: float | None = None
     #: Slices drawn per training epoch (None: every training slice once).
     slices_per_epoch: int | None = None
@@ -86,8 +88,8 @@ class TrainConfig:
             (self.positive_fraction is None or 0 <= self.positive_fraction <= 1,
              "positive_fraction must be in [0, 1] or null"),
             (self.base_width >= 1, "base_width must be >= 1"),
-            (self.grad_clip_norm is None or self.grad_clip_norm > 0,
-             "grad_clip_norm must be > 0 or null"),
+            (self.grad_clip_norm is None or self.grad_clip_norm >= 0,
+             "grad_clip_norm must be >= 0 or null"),
         ]
         for ok, message in checks:
             if not ok:
@@ -99,6 +101,13 @@ class TrainConfig:
         if self.loss != "auto":
             return self.loss
         return "bce" if self.arch == "unet" else "dice_bce"
+
+    @property
+    def clip_norm(self) -> float | None:
+        """The gradient-norm limit in effect (None: no clipping); see `grad_clip_norm`."""
+        if self.grad_clip_norm is None:
+            return 1.0 if self.arch == "resnet18-unet" else None
+        return self.grad_clip_norm or None
 
     @property
     def flip(self) -> float:
@@ -231,3 +240,42 @@ def distributed_environment() -> DistributedEnvironment:
         )
     except ValueError as exc:
         raise InputError(f"bad torchrun environment variable ({exc})") from exc
+
+
+#: Where Debian/Ubuntu (x86-64, arm64) and Fedora/RHEL put tcmalloc's minimal library.
+TCMALLOC_PATHS: tuple[str, ...] = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib64/libtcmalloc_minimal.so.4",
+)
+#: Set to 0 to keep the C library's allocator.
+TCMALLOC_SWITCH = "LIVERMETS_TCMALLOC"
+
+
+def tcmalloc_relaunch(environ: Mapping[str, str] | None = None,
+                      candidates: Sequence[str] = TCMALLOC_PATHS) -> dict[str, str] | None:
+    """The environment to re-launch this process with tcmalloc preloaded, or None.
+
+    glibc's allocator returns PyTorch's large activation buffers to the kernel and page-faults
+    them back on every batch; tcmalloc keeps them (measured in benchmarks/RESULTS.md). None
+    when tcmalloc is already preloaded, turned off (`LIVERMETS_TCMALLOC=0`), or not
+    installed (`candidates`, the first existing file is used). The returned environment also
+    sets `LIVERMETS_TCMALLOC=0`, so the re-launched process never re-launches again.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if env.get(TCMALLOC_SWITCH, "1") == "0" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+        return None
+    library = next((path for path in candidates if Path(path).is_file()), None)
+    if library is None:
+        return None
+    preload = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    return {**env, "LD_PRELOAD": preload, TCMALLOC_SWITCH: "0"}
+
+
+def allocator() -> str:
+    """"tcmalloc" when this process has tcmalloc loaded, else "system" (Linux: /proc/self/maps)."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "system"
+    return "tcmalloc" if "tcmalloc" in maps else "system"

@@ -19,8 +19,10 @@ from livermets.infer.predictor import (
     Predictor,
     PredictSettings,
     check_ct,
-    dilate_mm,
+    grown_box,
     lesion_table,
+    near_mask,
+    quantise_probability,
 )
 from livermets.io.volume import Volume
 from livermets.measure import measure_lesions
@@ -152,15 +154,22 @@ def test_minimum_volume_and_dilation_settings() -> None:
     np.testing.assert_array_equal(result.lesions.array == 2, expected_b)
 
 
-def test_dilation_in_mm_follows_the_spacing() -> None:
-    mask = np.zeros((9, 9, 9), np.uint8)
-    mask[4, 4, 4] = 1
-    grown = dilate_mm(mask, (2.0, 1.0, 1.0), 2.0)
+def test_nearness_in_mm_follows_the_spacing() -> None:
+    mask = np.zeros((9, 9, 9), bool)
+    mask[4, 4, 4] = True
+    everywhere = ~mask
+    near = near_mask(mask, everywhere, (2.0, 1.0, 1.0), 2.0)
     # 2 mm reaches one slice in z (2 mm) and two voxels in y and x; not the corners.
-    assert grown[3, 4, 4] and grown[5, 4, 4] and not grown[2, 4, 4]
-    assert grown[4, 4, 6] and grown[4, 6, 4] and not grown[4, 4, 7]
-    assert not grown[3, 5, 4]  # sqrt(2^2 + 1^2) > 2 mm
-    assert int(grown.sum()) == 1 + 2 + 12  # centre, z neighbours, in-plane disc of radius 2
+    assert near[3, 4, 4] and near[5, 4, 4] and not near[2, 4, 4]
+    assert near[4, 4, 6] and near[4, 6, 4] and not near[4, 4, 7]
+    assert not near[3, 5, 4]  # sqrt(2^2 + 1^2) > 2 mm
+    assert not near[4, 4, 4]  # only candidates
+    assert int(near.sum()) == 2 + 12  # z neighbours, in-plane disc of radius 2 (centre excluded)
+    # Candidates far away cost nothing and are not near.
+    far = np.zeros((9, 9, 9), bool)
+    far[0, 0, 0] = True
+    assert not near_mask(mask, far, (2.0, 1.0, 1.0), 2.0).any()
+    assert grown_box(mask, (2.0, 1.0, 1.0), 2.0) == (slice(3, 6), slice(2, 7), slice(2, 7))
 
 
 def test_bad_input_is_one_clear_error() -> None:
@@ -185,3 +194,22 @@ def test_bad_input_is_one_clear_error() -> None:
 def test_empty_table_for_an_empty_map() -> None:
     phantom = make_phantom()
     assert lesion_table(np.zeros((24, 64, 64), np.uint8), phantom.ct) == []
+
+
+def test_probabilities_are_kept_in_1024ths_inside_the_dilated_liver_only() -> None:
+    probability = np.array([[[0.1, 0.5004, 0.9999, 0.7]]], dtype=np.float32)
+    allowed = np.array([[[True, True, True, False]]])
+    out = quantise_probability(probability.copy(), allowed)
+    # 0.1 * 1024 = 102.4 -> 102; 0.5004 * 1024 = 512.4 -> 512; 0.9999 * 1024 = 1023.9 -> 1024.
+    np.testing.assert_array_equal(out, np.array([[[102 / 1024, 512 / 1024, 1.0, 0.0]]],
+                                                dtype=np.float32))
+    phantom = make_phantom()
+    result = Predictor(lesion_rule(64), settings=PredictSettings(precision="fp32")).predict(
+        phantom.ct, phantom.liver)
+    assert result.probability is not None
+    # The liver block (z 6-17, y and x 12-51) grown by 5 mm: 3 slices, 4 pixels of 1.5 mm.
+    zone = np.zeros(phantom.ct.shape, bool)
+    zone[3:21, 8:56, 8:56] = True
+    assert not result.probability.array[~zone].any()
+    assert result.probability.array[zone].any()
+    assert result.probability.array[phantom.balls["A"]].min() == 1.0

@@ -28,6 +28,11 @@ def test_defaults_are_the_papers() -> None:
     assert config.loss_name == "bce" and config.base_width == 32
     assert make_train_config({"arch": "resnet18-unet"}).loss_name == "dice_bce"
     assert config.flip == 0.5 and make_train_config({"task": "liver"}).flip == 0.0
+    # Gradient clipping: none for the paper's net, 1.0 for the TL net unless set (0: never).
+    assert config.clip_norm is None
+    assert make_train_config({"arch": "resnet18-unet"}).clip_norm == 1.0
+    assert make_train_config({"arch": "resnet18-unet", "grad_clip_norm": 0}).clip_norm is None
+    assert make_train_config({"grad_clip_norm": 2.5}).clip_norm == 2.5
 
 
 def test_yaml_then_flags(tmp_path: Path) -> None:
@@ -41,7 +46,7 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("values", "message"), [
     ({"epochs": 2.5}, "expected int"), ({"augment": "maybe"}, "expected bool"),
     ({"lr_factor": 1.0}, "lr_factor"), ({"task": "kidney"}, "choose one of liver, lesion"),
-    ({"grad_clip_norm": 0}, "grad_clip_norm must be > 0"),
+    ({"grad_clip_norm": -1}, "grad_clip_norm must be >= 0"),
 ])
 def test_bad_values(values: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):

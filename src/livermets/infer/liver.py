@@ -15,7 +15,7 @@ from livermets.preprocess import LIVER_WINDOW_HU, window
 LIVER_THRESHOLD = 0.5
 
 
-def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, batch_size: int = 16,
+def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, batch_size: int = 8,
                   bf16: bool = False, threshold: float = LIVER_THRESHOLD
                   ) -> npt.NDArray[np.uint8]:
     """The liver mask (z, y, x) uint8 of CT `hu` (z, y, x, HU).

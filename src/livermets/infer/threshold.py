@@ -1,8 +1,8 @@
 """Binarise a lesion probability map: Otsu's threshold (the paper) or a fixed value.
 
 The paper binarises the sigmoid map with Otsu's threshold without saying over which voxels.
-Here Otsu's method runs on the probabilities inside the (dilated) liver, on a 256-bin
-histogram of [0, 1], and two rules keep it from cutting noise:
+Here Otsu's method runs on the probabilities inside the liver, on a 256-bin histogram of
+[0, 1], and two rules keep it from cutting noise:
 
 1. **No lesion class, no lesion.** When no voxel inside the liver reaches
    `EMPTY_BELOW` (0.5, the network's own decision boundary), the map is all background and

@@ -259,9 +259,8 @@ class _Loop:
             loss = self.loss(logits.float(), targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.config.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(),
-                                               self.config.grad_clip_norm)
+            if self.config.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.clip_norm)
             self.optimizer.step()
             total += float(loss.detach()) * len(index)
             count += len(index)
