@@ -376,6 +376,39 @@ def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Pa
 
 
 @app.command()
+def evaluate(
+    manifest: Annotated[Path, typer.Option(help="Cohort manifest with reference lesion masks.")],
+    predictions: Annotated[Path, typer.Option(help="The `livermets predict` output folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the evaluation files.")],
+    detection_dice: Annotated[
+        float, typer.Option(help="A lesion is detected when its Dice is above this.")
+    ] = 0.2,
+    small_mm: Annotated[
+        float, typer.Option(help="Lesions with a longest axial diameter below this are small.")
+    ] = 20.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an evaluation in OUT.")] = False,
+) -> None:
+    """Lesion-level evaluation: per-lesion Dice, precision, recall, detection, size groups.
+
+    Writes OUT/lesions.csv, false_positives.csv, cases.csv, summary.json and tables.md.
+    """
+
+    def body() -> dict[str, Any]:
+        from livermets.evaluate.cases import EvaluationSettings
+        from livermets.evaluate.run import evaluate_manifest
+
+        if not 0 <= detection_dice < 1 or small_mm <= 0:
+            raise InputError("--detection-dice must be in [0, 1) and --small-mm above 0")
+        result = evaluate_manifest(manifest, predictions, out,
+                                   EvaluationSettings(detection_dice, small_mm),
+                                   overwrite=overwrite)
+        return {"out": str(result.out), "evaluated_cases": result.evaluated,
+                "skipped_cases": result.skipped, "all": result.groups["all"]}
+
+    _print_json(_run(body))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_output"),

@@ -13,8 +13,6 @@ case is reported while the others continue.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
@@ -27,7 +25,7 @@ from typing import Any
 
 from livermets.errors import InputError
 from livermets.infer.predictor import LESION_COLUMNS, Prediction, Predictor
-from livermets.io.atomic import write_text_atomic
+from livermets.io.atomic import csv_text, write_text_atomic
 from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
 from livermets.io.image import read_image, write_image
 from livermets.io.volume import Volume
@@ -91,11 +89,7 @@ def write_case(prediction: Prediction, ct: Volume, folder: Path, *, record: dict
 
 def lesions_csv(rows: Sequence[dict[str, Any]]) -> str:
     """The lesion table as CSV text with `LESION_COLUMNS` (header only when there is none)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(LESION_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(rows, LESION_COLUMNS)
 
 
 def is_finished(folder: Path) -> bool:

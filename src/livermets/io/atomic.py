@@ -5,11 +5,14 @@ A crash mid-write leaves either the old file or nothing, never half a file.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from livermets.types import PathLike
 
@@ -56,3 +59,18 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV text with a header of `columns` and one line per row (None becomes empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv_atomic(path: PathLike, rows: Iterable[Mapping[str, Any]],
+                     columns: Sequence[str]) -> None:
+    """Write `csv_text(rows, columns)` to `path` atomically."""
+    write_text_atomic(path, csv_text(rows, columns))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import platform
 import subprocess
@@ -12,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from livermets.io.atomic import atomic_path, write_text_atomic
+from livermets.io.atomic import atomic_path, write_csv_atomic, write_text_atomic
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
 
@@ -31,13 +29,9 @@ class EpochRecord:
 
 def write_history(records: list[EpochRecord], path: Path) -> None:
     """history.csv: one row per epoch, columns `HISTORY_COLUMNS`."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                         for k, v in asdict(record).items()})
-    write_text_atomic(path, buffer.getvalue())
+    rows = ({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in asdict(r).items()}
+            for r in records)
+    write_csv_atomic(path, rows, HISTORY_COLUMNS)
 
 
 def plot_losses(records: list[EpochRecord], path: Path, title: str) -> None:

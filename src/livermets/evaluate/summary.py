@@ -1,0 +1,108 @@
+"""Summaries of lesion-level rows: per group counts, detection rate, mean and SD of the scores.
+
+Groups: `all`; `set=<set>` for each set (the manifest's `split`); `set=<set>/size=<group>` for
+each set and size group; `center=<centre>` for each centre. Standard deviations are sample
+SDs (n - 1); with one lesion the SD is null. `false_positives_per_case` is the group's
+false-positive lesions over its cases (for size groups, the false positives whose own longest
+diameter falls in that group).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+Row = dict[str, Any]
+
+
+def group_summary(lesions: Sequence[Row], n_cases: int, n_false_positives: int) -> Row:
+    """Counts and score statistics of `lesions` (rows with dice, precision, recall, detected)."""
+    out: Row = {"n_cases": n_cases, "n_lesions": len(lesions),
+                "n_detected": sum(bool(r["detected"]) for r in lesions)}
+    out["detection_rate"] = (round(out["n_detected"] / len(lesions), 4) if lesions else None)
+    for metric in ("dice", "precision", "recall"):
+        values = np.array([float(r[metric]) for r in lesions])
+        out[f"{metric}_mean"] = round(float(values.mean()), 4) if values.size else None
+        out[f"{metric}_std"] = (round(float(values.std(ddof=1)), 4) if values.size > 1
+                                else None)
+    out["false_positives_per_case"] = (round(n_false_positives / n_cases, 4) if n_cases
+                                       else None)
+    return out
+
+
+def summarise(lesions: Sequence[Row], cases: Sequence[Row], false_positives: Sequence[Row],
+              size_of: Callable[[float], str]) -> dict[str, Row]:
+    """Every group's `group_summary` (module docstring); `size_of` maps mm to a size group."""
+    set_of_case = {c["case_id"]: c["set"] for c in cases}
+    center_of_case = {c["case_id"]: c["center"] for c in cases}
+
+    def summary(case_filter: Callable[[Row], bool], lesion_filter: Callable[[Row], bool],
+                fp_filter: Callable[[Row], bool]) -> Row:
+        chosen = {c["case_id"] for c in cases if case_filter(c)}
+        return group_summary([r for r in lesions if r["case_id"] in chosen and lesion_filter(r)],
+                             len(chosen),
+                             sum(1 for f in false_positives
+                                 if f["case_id"] in chosen and fp_filter(f)))
+
+    def every(_: Row) -> bool:
+        return True
+
+    def in_set(name: str) -> Callable[[Row], bool]:
+        return lambda case: bool(case["set"] == name)
+
+    def in_center(name: str) -> Callable[[Row], bool]:
+        return lambda case: bool(case["center"] == name)
+
+    def lesion_of_size(size: str) -> Callable[[Row], bool]:
+        return lambda lesion: bool(lesion["size_group"] == size)
+
+    def false_positive_of_size(size: str) -> Callable[[Row], bool]:
+        return lambda fp: size_of(float(fp["diameter_mm"])) == size
+
+    groups: dict[str, Row] = {"all": summary(every, every, every)}
+    for name in sorted(set(set_of_case.values())):
+        groups[f"set={name}"] = summary(in_set(name), every, every)
+        for size in ("small", "big"):
+            groups[f"set={name}/size={size}"] = summary(in_set(name), lesion_of_size(size),
+                                                        false_positive_of_size(size))
+    for name in sorted(set(center_of_case.values())):
+        groups[f"center={name}"] = summary(in_center(name), every, every)
+    return groups
+
+
+def _mean_sd(row: Row, metric: str) -> str:
+    mean, sd = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if sd is None or math.isnan(sd) else f"{mean:.2f} ± {sd:.2f}"
+
+
+def _rate(row: Row) -> str:
+    if not row["n_lesions"]:
+        return "-"
+    return f"{100 * row['detection_rate']:.0f}% ({row['n_detected']}/{row['n_lesions']})"
+
+
+def tables_markdown(groups: dict[str, Row], small_mm: float) -> str:
+    """The paper's Table I (per set: DSC, Pr, Re, DR) and its size split, as Markdown."""
+    sets = [k.split("=", 1)[1] for k in groups if k.startswith("set=") and "/" not in k]
+    lines = ["## Table I: per-lesion scores by set", "",
+             "| set | lesions | DSC | Pr | Re | DR | FP / case |", "|---|---|---|---|---|---|---|"]
+    for name in ["all", *sets]:
+        row = groups["all" if name == "all" else f"set={name}"]
+        fp = row["false_positives_per_case"]
+        lines.append(f"| {name} | {row['n_lesions']} | {_mean_sd(row, 'dice')} | "
+                     f"{_mean_sd(row, 'precision')} | {_mean_sd(row, 'recall')} | "
+                     f"{_rate(row)} | {'-' if fp is None else f'{fp:.2f}'} |")
+    lines += ["", f"## Table II: by lesion size (small < {small_mm:g} mm <= big)", "",
+              "| set | size | lesions | DSC | Pr | Re | DR |", "|---|---|---|---|---|---|---|"]
+    for name in sets:
+        for size in ("small", "big"):
+            row = groups[f"set={name}/size={size}"]
+            lines.append(f"| {name} | {size} | {row['n_lesions']} | {_mean_sd(row, 'dice')} | "
+                         f"{_mean_sd(row, 'precision')} | {_mean_sd(row, 'recall')} | "
+                         f"{_rate(row)} |")
+    return "\n".join(lines) + "\n"
