@@ -133,8 +133,21 @@ def test_summary_groups_and_tables(cohort: tuple[Path, Path], tmp_path: Path) ->
     assert big["false_positives_per_case"] == 0.0
     assert groups["center=c2"]["n_cases"] == 2 and groups["center=c1"]["n_lesions"] == 2
     tables = (out / "tables.md").read_text()
-    assert "| valB | 3 | 0.50 ± 0.50 | 0.50 ± 0.50 | 0.50 ± 0.50 | 67% (2/3) | 0.50 |" in tables
-    assert "| valB | big | 1 | 1.00 | 1.00 | 1.00 | 100% (1/1) |" in tables
+    # valB's patients: p1 (2 of 2 detected) and p3 (0 of 1). Drawing two patients gives 1,
+    # 2/3 or 0: the 95% interval is [0, 1].
+    assert groups["set=valB"]["detection_rate_ci95"] == [0.0, 1.0]
+    assert groups["set=valTP1"]["detection_rate_ci95"] is None
+    assert ("| valB | 3 | 0.50 ± 0.50 | 0.50 ± 0.50 | 0.50 ± 0.50 | 67% (2/3) [0-100] | 0.50 |"
+            in tables)
+    assert "| valB | big | 1 | 1.00 | 1.00 | 1.00 | 100% (1/1) [100-100] |" in tables
+    # Small (Dice 0.5, 0; one detected) vs big (Dice 1, detected) in valB: Fisher on
+    # [[1, 1], [1, 0]] gives p = 1; Mann-Whitney, the big lesion above both small ones: 2 of
+    # the 3 orderings are as extreme, p = 2/3. valTP1 has no lesion: no comparison with it.
+    [test] = json.loads((out / "summary.json").read_text())["comparisons"]
+    assert (test["a"], test["b"]) == ("set=valB/size=small", "set=valB/size=big")
+    assert test["detection"]["test"] == "fisher" and test["detection"]["p_value"] == 1.0
+    assert test["dice"]["p_value"] == pytest.approx(2 / 3)
+    assert "| set=valB/size=small | set=valB/size=big | fisher | 1 | 0.667 |" in tables
 
 
 def test_detection_threshold_option_and_refusals(cohort: tuple[Path, Path],

@@ -473,3 +473,14 @@ def test_write_refuses_a_cropped_volume(ct_volume: Volume, tmp_path: Path) -> No
     shifted = Volume(ct_volume.array, moved, ct_volume.metadata)
     liver, _ = _three_slice_masks()
     _refused(tmp_path, [liver_segment(liver)], shifted, "grid differs from its DICOM series")
+
+
+@pytest.mark.shared_data
+def test_write_refuses_a_series_without_uids(tmp_path: Path) -> None:
+    # The TotalSegmentator example's DICOM has no SOPInstanceUID, SeriesInstanceUID or
+    # SOPClassUID: nothing a SEG could reference.
+    ct = read_image(shared_path("fixtures", "totalsegmentator", "example_ct_dicom"))
+    mask = np.zeros(ct.shape, np.uint8)
+    with pytest.raises(InputError, match="lacks SOPInstanceUIDs"):
+        write_dicom_seg(tmp_path / "seg.dcm", [liver_segment(mask)], ct)
+    assert not list(tmp_path.iterdir())

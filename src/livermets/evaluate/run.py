@@ -22,7 +22,7 @@ from livermets.evaluate.cases import (
     evaluate_case,
     size_group,
 )
-from livermets.evaluate.summary import summarise, tables_markdown
+from livermets.evaluate.summary import comparisons, summarise, tables_markdown
 from livermets.io.atomic import write_csv_atomic, write_text_atomic
 from livermets.io.manifest import read_manifest
 from livermets.types import PathLike
@@ -69,13 +69,14 @@ def evaluate_manifest(manifest: PathLike, predictions: PathLike, out: PathLike,
         raise InputError(f"{manifest}: no row has a lesion_mask; nothing to evaluate")
     groups = summarise(lesions, cases, false_positives,
                        lambda mm: size_group(mm, settings.small_mm))
+    tests = comparisons(lesions)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / "lesions.csv", lesions, LESION_COLUMNS)
     write_csv_atomic(out_dir / "false_positives.csv", false_positives, FALSE_POSITIVE_COLUMNS)
     write_csv_atomic(out_dir / "cases.csv", cases, CASE_COLUMNS)
-    write_text_atomic(out_dir / "tables.md", tables_markdown(groups, settings.small_mm))
+    write_text_atomic(out_dir / "tables.md", tables_markdown(groups, settings.small_mm, tests))
     summary = {"settings": asdict(settings), "manifest": str(Path(manifest).resolve()),
                "predictions": str(prediction_dir.resolve()), "evaluated_cases": len(cases),
-               "skipped_cases": skipped, "groups": groups}
+               "skipped_cases": skipped, "groups": groups, "comparisons": tests}
     write_text_atomic(out_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return EvaluationResult(out_dir, groups, len(cases), skipped)

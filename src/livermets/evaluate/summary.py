@@ -15,11 +15,23 @@ from typing import Any
 
 import numpy as np
 
+from livermets.evaluate.stats import (
+    bootstrap_ci,
+    compare_proportions,
+    detection_rate,
+    mann_whitney,
+    mean_dice,
+)
+
 Row = dict[str, Any]
 
 
 def group_summary(lesions: Sequence[Row], n_cases: int, n_false_positives: int) -> Row:
-    """Counts and score statistics of `lesions` (rows with dice, precision, recall, detected)."""
+    """Counts and score statistics of `lesions` (rows with dice, precision, recall, detected).
+
+    With lesions, also 95% bootstrap intervals (patients resampled, `stats.bootstrap_ci`) of
+    the detection rate and the mean Dice.
+    """
     out: Row = {"n_cases": n_cases, "n_lesions": len(lesions),
                 "n_detected": sum(bool(r["detected"]) for r in lesions)}
     out["detection_rate"] = (round(out["n_detected"] / len(lesions), 4) if lesions else None)
@@ -30,6 +42,46 @@ def group_summary(lesions: Sequence[Row], n_cases: int, n_false_positives: int) 
                                 else None)
     out["false_positives_per_case"] = (round(n_false_positives / n_cases, 4) if n_cases
                                        else None)
+    out["detection_rate_ci95"] = out["dice_mean_ci95"] = None
+    if lesions:
+        by_patient: dict[str, list[Row]] = {}
+        for row in lesions:
+            by_patient.setdefault(str(row["patient_id"]), []).append(row)
+        for key, statistic in (("detection_rate_ci95", detection_rate),
+                               ("dice_mean_ci95", mean_dice)):
+            low, high = bootstrap_ci(by_patient, statistic)
+            out[key] = [round(low, 4), round(high, 4)]
+    return out
+
+
+def comparisons(lesions: Sequence[Row]) -> list[Row]:
+    """The paper's comparisons that the lesion rows allow, each with its tests.
+
+    Every pair of sets (e.g. valB vs valTP1; TP1tr vs TP1tst): detection rates
+    (`compare_proportions`) and lesion Dice (`mann_whitney`); within each set, small vs big
+    lesions, the same two tests. Pairs where a side has no lesion are left out.
+    """
+    sets = sorted({str(r["set"]) for r in lesions})
+    pairs: list[tuple[str, list[Row], str, list[Row]]] = []
+    for k, first in enumerate(sets):
+        for second in sets[k + 1:]:
+            pairs.append((f"set={first}", [r for r in lesions if r["set"] == first],
+                          f"set={second}", [r for r in lesions if r["set"] == second]))
+    for name in sets:
+        rows = [r for r in lesions if r["set"] == name]
+        pairs.append((f"set={name}/size=small", [r for r in rows if r["size_group"] == "small"],
+                      f"set={name}/size=big", [r for r in rows if r["size_group"] == "big"]))
+    out = []
+    for name_a, rows_a, name_b, rows_b in pairs:
+        if not rows_a or not rows_b:
+            continue
+        detected_a, detected_b = (sum(bool(r["detected"]) for r in x) for x in (rows_a, rows_b))
+        out.append({
+            "a": name_a, "b": name_b,
+            "detection": compare_proportions(detected_a, len(rows_a), detected_b,
+                                             len(rows_b)).to_json(),
+            "dice": mann_whitney([float(r["dice"]) for r in rows_a],
+                                 [float(r["dice"]) for r in rows_b]).to_json()})
     return out
 
 
@@ -83,11 +135,16 @@ def _mean_sd(row: Row, metric: str) -> str:
 def _rate(row: Row) -> str:
     if not row["n_lesions"]:
         return "-"
-    return f"{100 * row['detection_rate']:.0f}% ({row['n_detected']}/{row['n_lesions']})"
+    text = f"{100 * row['detection_rate']:.0f}% ({row['n_detected']}/{row['n_lesions']})"
+    interval = row.get("detection_rate_ci95")
+    return text if interval is None else (f"{text} [{100 * interval[0]:.0f}-"
+                                          f"{100 * interval[1]:.0f}]")
 
 
-def tables_markdown(groups: dict[str, Row], small_mm: float) -> str:
-    """The paper's Table I (per set: DSC, Pr, Re, DR) and its size split, as Markdown."""
+def tables_markdown(groups: dict[str, Row], small_mm: float,
+                    tests: Sequence[Row] = ()) -> str:
+    """The paper's Table I (per set: DSC, Pr, Re, DR with its 95% CI) and its size split,
+    and the comparisons' p-values, as Markdown."""
     sets = [k.split("=", 1)[1] for k in groups if k.startswith("set=") and "/" not in k]
     lines = ["## Table I: per-lesion scores by set", "",
              "| set | lesions | DSC | Pr | Re | DR | FP / case |", "|---|---|---|---|---|---|---|"]
@@ -105,4 +162,10 @@ def tables_markdown(groups: dict[str, Row], small_mm: float) -> str:
             lines.append(f"| {name} | {size} | {row['n_lesions']} | {_mean_sd(row, 'dice')} | "
                          f"{_mean_sd(row, 'precision')} | {_mean_sd(row, 'recall')} | "
                          f"{_rate(row)} |")
+    if tests:
+        lines += ["", "## Comparisons (two-sided p-values)", "",
+                  "| a | b | detection: test | p | Dice: Mann-Whitney p |", "|---|---|---|---|---|"]
+        for t in tests:
+            lines.append(f"| {t['a']} | {t['b']} | {t['detection']['test']} | "
+                         f"{t['detection']['p_value']:.3g} | {t['dice']['p_value']:.3g} |")
     return "\n".join(lines) + "\n"

@@ -170,7 +170,11 @@ def _write_seg(prediction: Prediction, ct: Volume, path: Path) -> dict[str, Any]
                 "resampled, so the masks do not lie on the source slices"}
     segments = [liver_segment(prediction.liver.array),
                 metastases_segment(prediction.lesions.array > 0)]
-    write_dicom_seg(path, segments, ct)
+    try:
+        write_dicom_seg(path, segments, ct)
+    except InputError as error:  # the masks stand; only the SEG cannot be made
+        logger.warning("no seg.dcm: %s", error)
+        return {"written": False, "reason": str(error)}
     return {"written": True, "file": path.name}
 
 

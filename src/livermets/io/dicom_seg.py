@@ -435,6 +435,11 @@ def _stacked_masks(segments: Sequence[SegmentSpec], source: Volume) -> npt.NDArr
 def _source_images(source: Volume) -> list[Any]:
     """Headers (no pixel data) of the source slices, in the volume's z order."""
     uids = referenced_sop_instance_uids(source)
+    if not all(uids) or not source.metadata.get("series_instance_uid"):
+        raise InputError(
+            "the source DICOM series lacks SOPInstanceUIDs or a SeriesInstanceUID, so a DICOM "
+            "SEG cannot reference it; use the NIfTI masks"
+        )
     if source.metadata.get("resampled_z") == "true":
         raise InputError(
             "the CT was resampled along z when read (non-uniform slice spacing), so its "
@@ -464,6 +469,11 @@ def _source_images(source: Volume) -> list[Any]:
             "cropped or resampled after reading; give masks on the grid of the CT as read"
         )
     images = [pydicom.dcmread(by_uid[uid], stop_before_pixels=True) for uid in uids]
+    if not all(image.get("SOPClassUID") for image in images):
+        raise InputError(
+            f"{folder}: the source slices lack a SOPClassUID, so a DICOM SEG cannot reference "
+            "them; use the NIfTI masks"
+        )
     if not all(image.get("FrameOfReferenceUID") for image in images):
         # The SEG IOD requires one; derive it from the series so every SEG of this CT shares it.
         frame_of_reference = generate_uid(entropy_srcs=[series_uid, "FrameOfReferenceUID"])
