@@ -409,6 +409,28 @@ def evaluate(
 
 
 @app.command()
+def report(
+    evaluations: Annotated[
+        list[Path], typer.Argument(help="Evaluation folders (from `livermets evaluate`).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "report.html"),
+    cases: Annotated[int, typer.Option(help="Cases to picture (missed lesions first).")] = 6,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """One self-contained HTML report: tables, tests, plots and case pictures."""
+
+    def body() -> dict[str, Any]:
+        from livermets.report.build import build_report
+
+        if out.exists() and not overwrite:
+            raise InputError(f"{out} exists; use --overwrite to replace it")
+        return {"report": str(build_report(list(evaluations), out, cases=cases))}
+
+    _print_json(_run(body))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_output"),

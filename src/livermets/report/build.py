@@ -1,0 +1,181 @@
+"""`livermets report EVAL... --out report.html`: one self-contained HTML file.
+
+For each evaluation folder (`livermets evaluate`'s output): the paper's Tables I and II with
+95% bootstrap intervals, the comparisons with their p-values, a box plot of lesion Dice per
+set and size (their Figure 2), detection rate by size, CT slices of a few cases with the
+reference and predicted contours and missed lesions circled (their Figures 3-4; cases with a
+missed lesion first), and the run record of the predictions (models, threshold, versions).
+Images are embedded as data URIs; the file needs nothing else to open.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from livermets import __version__
+from livermets.datasets.common import MIN_LESION_VOLUME_MM3
+from livermets.errors import InputError
+from livermets.io.atomic import write_text_atomic
+from livermets.io.image import read_image
+from livermets.io.manifest import read_manifest
+from livermets.labels import instance_labels
+from livermets.measure import measure_lesions
+from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot
+from livermets.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
+                 title: str = "livermets: lesion-level evaluation") -> Path:
+    """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML)."""
+    if not evaluations:
+        raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
+    contexts = [_evaluation_context(Path(folder), cases) for folder in evaluations]
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("livermets.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    html = environment.get_template("report.html.j2").render(
+        title=title, created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        version=__version__, evaluations=contexts)
+    target = Path(out)
+    write_text_atomic(target, html)
+    logger.info("wrote %s", target)
+    return target
+
+
+def _read_csv(path: Path) -> list[Row]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _evaluation_context(folder: Path, cases: int) -> Row:
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise InputError(f"{folder} is not an evaluation folder (no summary.json); run "
+                         "`livermets evaluate` first")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    lesions = _read_csv(folder / "lesions.csv")
+    groups: dict[str, Row] = summary["groups"]
+    sets = [k.split("=", 1)[1] for k in groups if k.startswith("set=") and "/" not in k]
+    table_main = [_table_row(name, groups["all" if name == "all" else f"set={name}"])
+                  for name in ["all", *sets]]
+    table_size = [_table_row(name, groups[f"set={name}/size={size}"]) | {"size": size}
+                  for name in sets for size in ("small", "big")]
+    figures = []
+    if lesions:
+        figures.append({"uri": dice_boxplot(lesions, summary["comparisons"],
+                                            f"{folder.name}: lesion Dice"),
+                        "alt": "box plot of lesion Dice per set and size group"})
+        figures.append({"uri": detection_by_size(groups, f"{folder.name}: detection by size"),
+                        "alt": "detection rate per set and size group"})
+    predictions = Path(summary["predictions"])
+    return {
+        "name": folder.name, "settings": summary["settings"],
+        "evaluated_cases": summary["evaluated_cases"], "skipped_cases": summary["skipped_cases"],
+        "predictions": str(predictions), "table_main": table_main, "table_size": table_size,
+        "comparisons": summary["comparisons"], "figures": figures,
+        "gallery": _gallery(summary, lesions, _read_csv(folder / "cases.csv"), cases),
+        "run_record": _run_record(predictions, _read_csv(folder / "cases.csv")),
+    }
+
+
+def _table_row(name: str, group: Row) -> Row:
+    def mean_sd(metric: str) -> str:
+        mean, sd = group[f"{metric}_mean"], group[f"{metric}_std"]
+        if mean is None:
+            return "-"
+        return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
+
+    detection = "-"
+    if group["n_lesions"]:
+        detection = (f"{100 * group['detection_rate']:.0f}% "
+                     f"({group['n_detected']}/{group['n_lesions']})")
+        if group.get("detection_rate_ci95"):
+            low, high = group["detection_rate_ci95"]
+            detection += f" [{100 * low:.0f}-{100 * high:.0f}]"
+    fp = group["false_positives_per_case"]
+    return {"name": name, "n_cases": group["n_cases"], "n_lesions": group["n_lesions"],
+            "dice": mean_sd("dice"), "precision": mean_sd("precision"),
+            "recall": mean_sd("recall"), "detection": detection,
+            "fp": "-" if fp is None else f"{fp:.2f}"}
+
+
+def _gallery(summary: Row, lesions: list[Row], case_rows: list[Row], count: int) -> list[Row]:
+    """Overlays of up to `count` cases: those with a missed lesion first, then by id."""
+    if count <= 0:
+        return []
+    manifest = Path(summary["manifest"])
+    if not manifest.is_file():
+        logger.warning("%s is gone: no case pictures", manifest)
+        return []
+    rows = {r.case_id: r for r in read_manifest(manifest)}
+    missed_by_case: dict[str, list[int]] = {}
+    for lesion in lesions:
+        if lesion["detected"] != "True":
+            missed_by_case.setdefault(lesion["case_id"], []).append(int(lesion["lesion_id"]))
+    order = sorted((c["case_id"] for c in case_rows),
+                   key=lambda case_id: (case_id not in missed_by_case, case_id))
+    items = []
+    for case_id in order[:count]:
+        row = rows.get(case_id)
+        prediction = Path(summary["predictions"]) / case_id / "lesions.nii.gz"
+        if row is None or row.lesion_mask is None or not prediction.is_file():
+            continue
+        items.append(_overlay(row, prediction, missed_by_case.get(case_id, [])))
+    return items
+
+
+def _overlay(row: Any, prediction_path: Path, missed: list[int]) -> Row:
+    ct = read_image(row.image)
+    reference = instance_labels(read_image(row.lesion_mask).array, ct.spacing,
+                                min_volume_mm3=MIN_LESION_VOLUME_MM3)
+    prediction = read_image(prediction_path).array
+    measured = measure_lesions(reference, ct.spacing)
+    if missed:
+        z = measured[missed[0]].diameter_slice
+    elif measured:
+        z = measured[1].diameter_slice
+    else:
+        predicted = measure_lesions(prediction.astype(np.int64), ct.spacing)
+        z = predicted[1].diameter_slice if predicted else ct.shape[0] // 2
+    centres = []
+    for lesion_id in missed:
+        rows_, columns = np.nonzero(reference[z] == lesion_id)
+        if rows_.size:
+            centres.append((float(rows_.mean()), float(columns.mean())))
+    caption = f"{row.case_id}, slice {z}"
+    if missed:
+        caption += f": {len(missed)} missed lesion(s)"
+    uri = case_overlay(ct.array[z], reference[z], prediction[z], centres,
+                       ct.spacing[1] / ct.spacing[2], caption)
+    return {"uri": uri, "alt": f"CT slice of {row.case_id} with lesion contours",
+            "caption": caption}
+
+
+def _run_record(predictions: Path, case_rows: list[Row]) -> list[tuple[str, str]]:
+    """Models, threshold and versions from the first case's prediction record."""
+    for case in case_rows:
+        path = predictions / case["case_id"] / "run.json"
+        if path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+            out = [("threshold (first case)", json.dumps(record.get("threshold"))),
+                   ("settings", json.dumps(record.get("settings")))]
+            for task, model in record.get("models", {}).items():
+                trained = model.get("trained", {})
+                out.append((f"{task} model", f"{model.get('arch')} "
+                            f"{json.dumps(model.get('options'))}, best epoch "
+                            f"{trained.get('best_epoch')}, commit {trained.get('git_commit')}"))
+            out.append(("versions", json.dumps(record.get("versions"))))
+            return out
+    return []

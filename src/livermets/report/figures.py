@@ -1,0 +1,105 @@
+"""The report's figures, as PNG data URIs (the HTML embeds them: one self-contained file).
+
+- `dice_boxplot`: lesion Dice per set and size group (the paper's Figure 2), with the
+  Mann-Whitney p-value of each small-vs-big comparison written above its pair.
+- `detection_by_size`: detection rate per set and size group with the 95% bootstrap interval.
+- `case_overlay`: one axial CT slice with the reference lesions' contours (green), the
+  predicted ones (red, dashed) and missed reference lesions circled in yellow (their Figures 3-4).
+
+matplotlib only (Agg backend); no torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+
+Row = dict[str, Any]
+SIZES = ("small", "big")
+
+
+def to_data_uri(figure: Figure) -> str:
+    """The figure as a base64 PNG data URI (the figure is closed)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def dice_boxplot(lesions: Sequence[Row], comparisons: Sequence[Row], title: str) -> str:
+    """Box plot (with the points) of lesion Dice for each set x size group."""
+    sets = sorted({str(r["set"]) for r in lesions})
+    groups = [(s, size) for s in sets for size in SIZES]
+    values = [[float(r["dice"]) for r in lesions if r["set"] == s and r["size_group"] == size]
+              for s, size in groups]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.3 * len(groups)), 3.6))
+    positions = np.arange(1, len(groups) + 1)
+    shown = [(p, v) for p, v in zip(positions, values, strict=True) if v]
+    if shown:
+        axes.boxplot([v for _, v in shown], positions=[p for p, _ in shown], widths=0.5,
+                     showfliers=False)
+        rng = np.random.default_rng(0)
+        for p, v in shown:
+            axes.scatter(p + rng.uniform(-0.12, 0.12, len(v)), v, s=10, alpha=0.6)
+    axes.set_xticks(positions, [f"{s}\n{size} (n={len(v)})"
+                                for (s, size), v in zip(groups, values, strict=True)])
+    axes.set_ylim(-0.05, 1.18)
+    axes.set_ylabel("lesion Dice")
+    axes.set_title(title)
+    for k, name in enumerate(sets):
+        test = next((c for c in comparisons if c["a"] == f"set={name}/size=small"
+                     and c["b"] == f"set={name}/size=big"), None)
+        if test is not None:
+            x = positions[2 * k] + 0.5
+            axes.text(x, 1.08, f"p = {test['dice']['p_value']:.2g}", ha="center", fontsize=8)
+    return to_data_uri(figure)
+
+
+def detection_by_size(groups: dict[str, Row], title: str) -> str:
+    """Bars of detection rate per set x size group, with 95% bootstrap intervals."""
+    keys = [k for k in groups if k.startswith("set=") and "/size=" in k
+            and groups[k]["n_lesions"]]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.2 * len(keys)), 3.4))
+    rates = [groups[k]["detection_rate"] for k in keys]
+    low = [r - groups[k]["detection_rate_ci95"][0] for k, r in zip(keys, rates, strict=True)]
+    high = [groups[k]["detection_rate_ci95"][1] - r for k, r in zip(keys, rates, strict=True)]
+    axes.bar(range(len(keys)), rates, yerr=[low, high], capsize=4,
+             color=["#4c72b0" if k.endswith("small") else "#dd8452" for k in keys])
+    axes.set_xticks(range(len(keys)),
+                    [k.replace("set=", "").replace("/size=", "\n") +
+                     f"\n{groups[k]['n_detected']}/{groups[k]['n_lesions']}" for k in keys])
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("detection rate (Dice > threshold)")
+    axes.set_title(title)
+    return to_data_uri(figure)
+
+
+def case_overlay(ct_slice: npt.NDArray[Any], reference: npt.NDArray[Any],
+                 prediction: npt.NDArray[Any], missed: Sequence[tuple[float, float]],
+                 pixel_aspect: float, title: str) -> str:
+    """An axial CT slice (HU, window [-150, 250]) with reference (green) and predicted (red,
+    dashed) lesion contours; `missed`: (row, column) centres of missed lesions, circled."""
+    figure, axes = plt.subplots(figsize=(4.2, 4.2))
+    axes.imshow(np.clip(ct_slice, -150, 250), cmap="gray", aspect=pixel_aspect,
+                interpolation="nearest")
+    if reference.any():
+        axes.contour(reference > 0, levels=[0.5], colors=["#2ca02c"], linewidths=1.2)
+    if prediction.any():
+        axes.contour(prediction > 0, levels=[0.5], colors=["#d62728"], linewidths=1.0,
+                     linestyles="dashed")
+    for row, column in missed:
+        axes.scatter([column], [row], s=500, facecolors="none", edgecolors="yellow",
+                     linewidths=1.5)
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=9)
+    return to_data_uri(figure)
