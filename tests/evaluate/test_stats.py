@@ -13,6 +13,7 @@ from livermets.evaluate.stats import (
     compare_proportions,
     detection_rate,
     mann_whitney,
+    mcnemar_exact,
     mean_dice,
     wilcoxon_signed_rank,
 )
@@ -80,3 +81,13 @@ def test_bootstrap_is_seeded() -> None:
     first = bootstrap_ci(cohort, mean_dice, seed=4)
     assert first == bootstrap_ci(cohort, mean_dice, seed=4)
     assert first[0] < mean_dice([r for rows in cohort.values() for r in rows]) < first[1]
+
+
+def test_mcnemar_exact_by_hand() -> None:
+    # 6 lesions found by a only, 1 by b only: P(X <= 1 | n = 7, 1/2) = 8/128, doubled.
+    a = [True] * 6 + [False] + [True] * 5
+    b = [False] * 6 + [True] + [True] * 5
+    result = mcnemar_exact(a, b)
+    assert result.detail == {"only_a": 6, "only_b": 1}
+    assert result.p_value == pytest.approx(2 * 8 / 128)
+    assert mcnemar_exact([True, False], [True, False]).p_value == 1.0

@@ -8,6 +8,8 @@
   two-sided; exact for small samples without ties (scipy's `method="auto"`).
 - `wilcoxon_signed_rank`: two models on the same lesions (paired), two-sided; pairs with
   zero difference are dropped (scipy's "wilcox"); all-zero differences give p = 1.
+- `mcnemar_exact`: two models' detection on the same lesions (paired): the exact binomial
+  test on the discordant lesions (detected by one model only); none discordant gives p = 1.
 - `bootstrap_ci`: a percentile confidence interval resampling **patients** with replacement
   (their lesions are correlated), not lesions; seeded.
 """
@@ -79,6 +81,19 @@ def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float]) -> TestResult:
     result = stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
     return TestResult("wilcoxon", float(result.statistic), float(result.pvalue),
                       {"n_pairs": len(a), "n_nonzero": int(np.count_nonzero(differences))})
+
+
+def mcnemar_exact(detected_a: Sequence[bool], detected_b: Sequence[bool]) -> TestResult:
+    """Exact McNemar test of paired detections (the same lesions under models a and b)."""
+    if len(detected_a) != len(detected_b) or not detected_a:
+        raise ValueError("need paired detections of equal, non-zero length")
+    only_a = sum(bool(x) and not bool(y) for x, y in zip(detected_a, detected_b, strict=True))
+    only_b = sum(bool(y) and not bool(x) for x, y in zip(detected_a, detected_b, strict=True))
+    detail = {"only_a": only_a, "only_b": only_b}
+    if only_a + only_b == 0:
+        return TestResult("mcnemar_exact", None, 1.0, detail)
+    p = stats.binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+    return TestResult("mcnemar_exact", None, float(min(1.0, p)), detail)
 
 
 def bootstrap_ci(by_patient: Mapping[str, Sequence[Any]],

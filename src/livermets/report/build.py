@@ -10,6 +10,7 @@ Images are embedded as data URIs; the file needs nothing else to open.
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import json
@@ -37,8 +38,14 @@ Row = dict[str, Any]
 
 
 def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
-                 title: str = "livermets: lesion-level evaluation") -> Path:
-    """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML)."""
+                 title: str = "livermets: lesion-level evaluation",
+                 model_comparisons: list[Row] | None = None,
+                 runs: list[Path] | None = None) -> Path:
+    """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML).
+
+    `model_comparisons`: rows from `study.compare_models`; `runs`: training run folders whose
+    loss curves (loss_curve.png) are shown.
+    """
     if not evaluations:
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
     contexts = [_evaluation_context(Path(folder), cases) for folder in evaluations]
@@ -47,11 +54,17 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
         autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     html = environment.get_template("report.html.j2").render(
         title=title, created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        version=__version__, evaluations=contexts)
+        version=__version__, evaluations=contexts, model_comparisons=model_comparisons or [],
+        curves=[{"name": run.name, "uri": _png_uri(run / "loss_curve.png")}
+                for run in runs or []])
     target = Path(out)
     write_text_atomic(target, html)
     logger.info("wrote %s", target)
     return target
+
+
+def _png_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _read_csv(path: Path) -> list[Row]:

@@ -1,0 +1,157 @@
+"""`livermets study`: the paper's protocol end to end on a manifest, resumable stage by stage.
+
+1. Liver model: trained on the manifest's training rows (`task: liver`), or a given one.
+2. Lesion models: the No-TL U-Net (`unet`) and the TL net (`resnet18-unet`), each trained on
+   the training rows.
+3. Prediction of every manifest row with each lesion model (liver from the liver model).
+4. Lesion-level evaluation of each model (`evaluate`), with the set and size comparisons.
+5. No-TL vs TL per set: detection rates (chi-squared / Fisher, as the paper; and McNemar's
+   exact test, the paired test, since both models see the same lesions) and the paired
+   lesion Dice (Wilcoxon signed-rank on the same reference lesions).
+6. `OUT/report.html` with both evaluations, the model comparisons and the training curves.
+
+Layout: `OUT/runs/{liver,unet,resnet18-unet}`, `OUT/predictions/<arch>/`,
+`OUT/evaluations/<arch>/`, `OUT/study.json`, `OUT/report.html`. Interrupted, it resumes: a
+finished training run (its run.json) is reused, an interrupted one continues from its
+checkpoint, finished prediction cases are skipped; evaluation and report are cheap and redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livermets.config import make_train_config
+from livermets.evaluate.run import evaluate_manifest
+from livermets.evaluate.stats import compare_proportions, mcnemar_exact, wilcoxon_signed_rank
+from livermets.infer.outputs import CaseInput, predict_cases
+from livermets.infer.predictor import Predictor
+from livermets.io.atomic import write_text_atomic
+from livermets.io.manifest import read_manifest
+from livermets.report.build import build_report
+from livermets.train.trainer import CHECKPOINT, MODEL, train
+from livermets.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+LESION_ARCHS = ("unet", "resnet18-unet")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Training settings for the liver and lesion models (`TrainConfig` fields) and the rest.
+
+    `common` applies to every model; `liver` and `lesion` to one task; `archs`: the lesion
+    networks to compare; `liver_model`: a trained liver model to use instead of training one.
+    """
+
+    common: Mapping[str, Any] = field(default_factory=dict)
+    liver: Mapping[str, Any] = field(default_factory=dict)
+    lesion: Mapping[str, Any] = field(default_factory=dict)
+    archs: tuple[str, ...] = LESION_ARCHS
+    liver_model: Path | None = None
+    report_cases: int = 6
+
+
+Progress = Callable[[str], None]
+
+
+def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None = None, *,
+              progress: Progress | None = None) -> Path:
+    """Run (or resume) the study; returns the report's path."""
+    settings = settings or StudySettings()
+    say = progress or (lambda message: logger.info("%s", message))
+    root, manifest_path = Path(out), Path(manifest)
+    rows = read_manifest(manifest_path)
+    root.mkdir(parents=True, exist_ok=True)
+
+    liver = settings.liver_model
+    if liver is None:
+        liver = _train(manifest_path, root / "runs" / "liver",
+                       {**settings.common, **settings.liver, "task": "liver"}, say)
+    evaluations: dict[str, Path] = {}
+    for arch in settings.archs:
+        run = _train(manifest_path, root / "runs" / arch,
+                     {**settings.common, **settings.lesion, "task": "lesion", "arch": arch}, say)
+        say(f"predicting {len(rows)} CTs with the {arch} lesion model")
+        predictions = root / "predictions" / arch
+        outcomes = predict_cases(Predictor(run, liver), [
+            CaseInput(r.case_id, r.image) for r in rows], predictions)
+        failed = [o for o in outcomes if o.status == "failed"]
+        for outcome in failed:
+            say(f"  {outcome.case_id} failed: {outcome.error}")
+        say(f"evaluating the {arch} lesion model")
+        evaluations[arch] = evaluate_manifest(manifest_path, predictions,
+                                              root / "evaluations" / arch,
+                                              overwrite=True).out
+    comparisons = compare_models(evaluations)
+    record = {"manifest": str(manifest_path.resolve()), "liver_model": str(liver),
+              "archs": list(settings.archs), "evaluations": {k: str(v) for k, v in
+                                                           evaluations.items()},
+              "model_comparisons": comparisons,
+              "settings": {"common": dict(settings.common), "liver": dict(settings.liver),
+                           "lesion": dict(settings.lesion)}}
+    write_text_atomic(root / "study.json", json.dumps(record, indent=2) + "\n")
+    runs = [p for p in [root / "runs" / "liver", *(root / "runs" / a for a in settings.archs)]
+            if (p / "loss_curve.png").is_file()]
+    report = build_report(list(evaluations.values()), root / "report.html",
+                          cases=settings.report_cases, model_comparisons=comparisons,
+                          runs=runs, title="livermets study: No-TL vs TL lesion models")
+    say(f"report: {report}")
+    return report
+
+
+def _train(manifest: Path, run: Path, values: dict[str, Any], say: Progress) -> Path:
+    """Train into `run`, reusing a finished run and resuming an interrupted one."""
+    config = make_train_config(values)
+    if (run / "run.json").is_file() and (run / MODEL).is_file():
+        say(f"reusing the finished run {run}")
+        return run
+    resume = (run / CHECKPOINT).is_file()
+    say(f"{'resuming' if resume else 'training'} {config.task} {config.arch} in {run}")
+    result = train(manifest, run, config, resume=resume, overwrite=not resume)
+    say(f"  best validation Dice {result.best_val_dice:.3f} at epoch {result.best_epoch} "
+        f"({result.stop_reason})")
+    return run
+
+
+def compare_models(evaluations: Mapping[str, Path]) -> list[dict[str, Any]]:
+    """The first two models against each other, per set: detection and paired Dice.
+
+    Lesions are paired by (case_id, lesion_id): both evaluations used the same references.
+    """
+    names = list(evaluations)
+    if len(names) < 2:
+        return []
+    first, second = names[:2]
+    rows = {name: _lesion_rows(evaluations[name]) for name in (first, second)}
+    out = []
+    for set_name in sorted({r["set"] for r in rows[first].values()}):
+        keys = sorted(k for k, r in rows[first].items() if r["set"] == set_name
+                      and k in rows[second])
+        if not keys:
+            continue
+        a = [rows[first][k] for k in keys]
+        b = [rows[second][k] for k in keys]
+        hits_a = [r["detected"] == "True" for r in a]
+        hits_b = [r["detected"] == "True" for r in b]
+        detected_a, detected_b = sum(hits_a), sum(hits_b)
+        out.append({
+            "set": set_name, "a": first, "b": second, "n_lesions": len(keys),
+            "detected_a": detected_a, "detected_b": detected_b,
+            "detection": compare_proportions(detected_a, len(keys), detected_b,
+                                             len(keys)).to_json(),
+            "detection_paired": mcnemar_exact(hits_a, hits_b).to_json(),
+            "dice": wilcoxon_signed_rank([float(r["dice"]) for r in a],
+                                         [float(r["dice"]) for r in b]).to_json()})
+    return out
+
+
+def _lesion_rows(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with (folder / "lesions.csv").open(newline="", encoding="utf-8") as f:
+        return {(r["case_id"], r["lesion_id"]): r for r in csv.DictReader(f)}
