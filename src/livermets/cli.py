@@ -386,6 +386,9 @@ def evaluate(
     small_mm: Annotated[
         float, typer.Option(help="Lesions with a longest axial diameter below this are small.")
     ] = 20.0,
+    size_bins: Annotated[
+        str | None, typer.Option(help="Finer size bins for summary.json, e.g. 10,20 (mm).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an evaluation in OUT.")] = False,
 ) -> None:
     """Lesion-level evaluation: per-lesion Dice, precision, recall, detection, size groups.
@@ -399,8 +402,14 @@ def evaluate(
 
         if not 0 <= detection_dice < 1 or small_mm <= 0:
             raise InputError("--detection-dice must be in [0, 1) and --small-mm above 0")
+        try:
+            bins = tuple(sorted(float(x) for x in size_bins.split(","))) if size_bins else ()
+        except ValueError:
+            raise InputError(f"--size-bins {size_bins!r}: give mm edges such as 10,20") from None
+        if any(b <= 0 for b in bins):
+            raise InputError("--size-bins edges must be above 0 mm")
         result = evaluate_manifest(manifest, predictions, out,
-                                   EvaluationSettings(detection_dice, small_mm),
+                                   EvaluationSettings(detection_dice, small_mm, bins),
                                    overwrite=overwrite)
         return {"out": str(result.out), "evaluated_cases": result.evaluated,
                 "skipped_cases": result.skipped, "all": result.groups["all"]}

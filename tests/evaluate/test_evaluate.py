@@ -162,3 +162,22 @@ def test_detection_threshold_option_and_refusals(cohort: tuple[Path, Path],
     (pred / "p3_baseline" / "lesions.nii.gz").unlink()
     missing = runner.invoke(app, [*args, "--overwrite"])
     assert missing.exit_code == 2 and "run `livermets predict`" in missing.stderr
+
+
+def test_finer_size_bins(cohort: tuple[Path, Path], tmp_path: Path) -> None:
+    manifest, pred = cohort
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", "--manifest", str(manifest), "--predictions",
+                                 str(pred), "--out", str(out), "--size-bins", "12,20"])
+    assert result.exit_code == 0, result.output
+    groups = json.loads((out / "summary.json").read_text())["groups"]
+    # valB diameters: 11.3 mm (missed), 14.1 mm (Dice 0.5), 35.4 mm (Dice 1).
+    assert [k for k in groups if "/bin=" in k and k.startswith("set=valB")] == [
+        "set=valB/bin=<12", "set=valB/bin=12-20", "set=valB/bin=>=20"]
+    assert (groups["set=valB/bin=<12"]["n_lesions"], groups["set=valB/bin=<12"]["n_detected"]) \
+        == (1, 0)
+    assert groups["set=valB/bin=12-20"]["dice_mean"] == 0.5
+    assert groups["set=valB/bin=>=20"]["detection_rate"] == 1.0
+    bad = runner.invoke(app, ["evaluate", "--manifest", str(manifest), "--predictions",
+                              str(pred), "--out", str(tmp_path / "e2"), "--size-bins", "ten"])
+    assert bad.exit_code == 2 and "--size-bins" in bad.stderr

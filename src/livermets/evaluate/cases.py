@@ -43,10 +43,13 @@ CASE_COLUMNS = ("case_id", "patient_id", "center", "timepoint", "set", "liver_di
 @dataclass(frozen=True)
 class EvaluationSettings:
     """`detection_dice`: detected when Dice > it; `small_mm`: lesions with a longest axial
-    diameter below it are `small`, the others `big` (the paper's 20 mm)."""
+    diameter below it are `small`, the others `big` (the paper's 20 mm); `size_bins_mm`:
+    finer bins for summary.json."""
 
     detection_dice: float = DETECTION_DICE
     small_mm: float = SMALL_MM
+    #: Optional finer size bins (mm edges) reported in summary.json, e.g. (10.0, 20.0).
+    size_bins_mm: tuple[float, ...] = ()
 
 
 @dataclass

@@ -68,7 +68,7 @@ def evaluate_manifest(manifest: PathLike, predictions: PathLike, out: PathLike,
     if not cases:
         raise InputError(f"{manifest}: no row has a lesion_mask; nothing to evaluate")
     groups = summarise(lesions, cases, false_positives,
-                       lambda mm: size_group(mm, settings.small_mm))
+                       lambda mm: size_group(mm, settings.small_mm), settings.size_bins_mm)
     tests = comparisons(lesions)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / "lesions.csv", lesions, LESION_COLUMNS)

@@ -9,6 +9,7 @@ diameter falls in that group).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -85,9 +86,24 @@ def comparisons(lesions: Sequence[Row]) -> list[Row]:
     return out
 
 
+def size_bin(diameter_mm: float, edges_mm: Sequence[float]) -> str:
+    """The finer size bin of a diameter: "<10", "10-20", ">=20" for edges (10, 20) mm."""
+    edges = sorted(edges_mm)
+    if diameter_mm < edges[0]:
+        return f"<{edges[0]:g}"
+    for low, high in itertools.pairwise(edges):
+        if diameter_mm < high:
+            return f"{low:g}-{high:g}"
+    return f">={edges[-1]:g}"
+
+
 def summarise(lesions: Sequence[Row], cases: Sequence[Row], false_positives: Sequence[Row],
-              size_of: Callable[[float], str]) -> dict[str, Row]:
-    """Every group's `group_summary` (module docstring); `size_of` maps mm to a size group."""
+              size_of: Callable[[float], str], bins_mm: Sequence[float] = ()) -> dict[str, Row]:
+    """Every group's `group_summary` (module docstring); `size_of` maps mm to a size group.
+
+    With `bins_mm` (e.g. (10, 20), as in Vorontsov et al. 2019), also `set=<set>/bin=<bin>`
+    groups by `size_bin` of the longest diameter.
+    """
     set_of_case = {c["case_id"]: c["set"] for c in cases}
     center_of_case = {c["case_id"]: c["center"] for c in cases}
 
@@ -114,15 +130,28 @@ def summarise(lesions: Sequence[Row], cases: Sequence[Row], false_positives: Seq
     def false_positive_of_size(size: str) -> Callable[[Row], bool]:
         return lambda fp: size_of(float(fp["diameter_mm"])) == size
 
+    def of_bin(label: str) -> Callable[[Row], bool]:
+        return lambda row: size_bin(float(row["diameter_mm"]), bins_mm) == label
+
     groups: dict[str, Row] = {"all": summary(every, every, every)}
     for name in sorted(set(set_of_case.values())):
         groups[f"set={name}"] = summary(in_set(name), every, every)
         for size in ("small", "big"):
             groups[f"set={name}/size={size}"] = summary(in_set(name), lesion_of_size(size),
                                                         false_positive_of_size(size))
+        if bins_mm:
+            labels = sorted({size_bin(x, bins_mm) for x in [0.0, *bins_mm]},
+                            key=lambda label: _bin_order(label, bins_mm))
+            for label in labels:
+                groups[f"set={name}/bin={label}"] = summary(in_set(name), of_bin(label),
+                                                            of_bin(label))
     for name in sorted(set(center_of_case.values())):
         groups[f"center={name}"] = summary(in_center(name), every, every)
     return groups
+
+
+def _bin_order(label: str, bins_mm: Sequence[float]) -> int:
+    return [size_bin(x, bins_mm) for x in [0.0, *sorted(bins_mm)]].index(label)
 
 
 def _mean_sd(row: Row, metric: str) -> str:
