@@ -58,9 +58,10 @@ def relabel_by_volume(
     counts = np.bincount(labels.ravel().astype(np.int64))
     old = [int(k) for k in np.nonzero(counts)[0] if k > 0 and counts[k] >= min_voxels]
     old.sort(key=lambda k: (-int(counts[k]), k))
-    lookup = np.zeros(len(counts), dtype=np.int64)
+    # The lookup has the output's dtype, so indexing makes no 8-byte-per-voxel copy.
+    lookup = np.zeros(len(counts), dtype=smallest_label_dtype(len(old)))
     lookup[old] = np.arange(1, len(old) + 1)
-    relabelled = lookup[labels].astype(smallest_label_dtype(len(old)))
+    relabelled = lookup[labels]
     return relabelled, [int(counts[k]) for k in old]
 
 

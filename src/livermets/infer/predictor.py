@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from livermets.errors import InputError
 from livermets.infer.liver import segment_liver
-from livermets.infer.slices import slice_probabilities
+from livermets.infer.slices import iter_slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
@@ -171,9 +171,10 @@ class Predictor:
         margin = float(self.lesion_model.preprocessing.get("z_margin_mm", 10.0))
         start, stop = liver_z_range(liver, ct.spacing, margin_mm=margin)
         probability = np.zeros(hu.shape, dtype=np.float32)
-        probability[start:stop] = slice_probabilities(
-            self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
-            batch_size=self.settings.batch_size, bf16=bf16)
+        for first, batch in iter_slice_probabilities(
+                self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
+                batch_size=self.settings.batch_size, bf16=bf16):
+            probability[start + first : start + first + batch.shape[0]] = batch
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -287,11 +288,12 @@ def lesion_table(labels: npt.NDArray[np.integer], ct: Volume) -> list[dict[str, 
     measured = measure_lesions(labels, ct.spacing)
     if not measured:
         return []
-    ids = list(measured)
-    means = ndimage.mean(ct.array, labels=labels, index=ids)
+    boxes = ndimage.find_objects(labels)  # per-lesion boxes: no whole-volume float copies
     rows = []
-    for lesion_id, mean_hu in zip(ids, np.atleast_1d(means), strict=True):
-        m = measured[lesion_id]
+    for lesion_id, m in measured.items():
+        box = boxes[lesion_id - 1]
+        assert box is not None  # measured lesions are present
+        mean_hu = float(ct.array[box][labels[box] == lesion_id].mean())
         x, y, z = ct.geometry.index_to_physical(m.centroid_index)
         rows.append({
             "lesion_id": lesion_id, "volume_ml": round(m.volume_ml, 4),
