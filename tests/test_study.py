@@ -32,8 +32,13 @@ def test_study_runs_every_stage_and_resumes(tiny_manifest: Path, tmp_path: Path)
     for comparison in record["model_comparisons"]:
         assert comparison["a"] == "unet" and comparison["b"] == "resnet18-unet"
         assert 0.0 <= comparison["dice"]["p_value"] <= 1.0
+    # The tiny cohort's last patient validates; its tp1 lesions are TP1tst.
+    for arch in ("unet", "resnet18-unet"):
+        tp1 = record["tp1_train_vs_test"][arch]
+        assert tp1 is not None and tp1["n_tp1tr"] > 0 and tp1["n_tp1tst"] > 0
     html = (out / "report.html").read_text()
     assert "Models compared on the same lesions" in html and "training curves of" in html
+    assert "TP1tr" in html
 
     # Resuming: every finished stage is reused, nothing is trained or predicted again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")}

@@ -5,7 +5,8 @@
    the training rows.
 3. Prediction of every manifest row with each lesion model (liver from the liver model).
 4. Lesion-level evaluation of each model (`evaluate`), with the set and size comparisons.
-5. No-TL vs TL per set: detection rates (chi-squared / Fisher, as the paper; and McNemar's
+5. TP1tr vs TP1tst per model (follow-up lesions of training patients vs the others), and
+   No-TL vs TL per set: detection rates (chi-squared / Fisher, as the paper; and McNemar's
    exact test, the paired test, since both models see the same lesions) and the paired
    lesion Dice (Wilcoxon signed-rank on the same reference lesions).
 6. `OUT/report.html` with both evaluations, the model comparisons and the training curves.
@@ -28,7 +29,12 @@ from typing import Any
 
 from livermets.config import make_train_config
 from livermets.evaluate.run import evaluate_manifest
-from livermets.evaluate.stats import compare_proportions, mcnemar_exact, wilcoxon_signed_rank
+from livermets.evaluate.stats import (
+    compare_proportions,
+    mann_whitney,
+    mcnemar_exact,
+    wilcoxon_signed_rank,
+)
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor
 from livermets.io.atomic import write_text_atomic
@@ -90,10 +96,13 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
                                               root / "evaluations" / arch,
                                               overwrite=True).out
     comparisons = compare_models(evaluations)
+    training_patients = {r.patient_id for r in rows if r.split == "training"}
+    tp1 = {arch: tp1_train_vs_test(folder, training_patients)
+           for arch, folder in evaluations.items()}
     record = {"manifest": str(manifest_path.resolve()), "liver_model": str(liver),
               "archs": list(settings.archs), "evaluations": {k: str(v) for k, v in
                                                            evaluations.items()},
-              "model_comparisons": comparisons,
+              "model_comparisons": comparisons, "tp1_train_vs_test": tp1,
               "settings": {"common": dict(settings.common), "liver": dict(settings.liver),
                            "lesion": dict(settings.lesion)}}
     write_text_atomic(root / "study.json", json.dumps(record, indent=2) + "\n")
@@ -101,6 +110,7 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
             if (p / "loss_curve.png").is_file()]
     report = build_report(list(evaluations.values()), root / "report.html",
                           cases=settings.report_cases, model_comparisons=comparisons,
+                          tp1_comparisons={k: v for k, v in tp1.items() if v},
                           runs=runs, title="livermets study: No-TL vs TL lesion models")
     say(f"report: {report}")
     return report
@@ -150,6 +160,27 @@ def compare_models(evaluations: Mapping[str, Path]) -> list[dict[str, Any]]:
             "dice": wilcoxon_signed_rank([float(r["dice"]) for r in a],
                                          [float(r["dice"]) for r in b]).to_json()})
     return out
+
+
+def tp1_train_vs_test(folder: Path, training_patients: set[str]) -> dict[str, Any] | None:
+    """The paper's TP1tr vs TP1tst: follow-up (tp1) lesions of patients whose baseline trained
+    the model against those of the other patients; detection and Dice (Mann-Whitney).
+
+    None when either group has no lesion.
+    """
+    rows = [r for r in _lesion_rows(folder).values() if r["timepoint"] != "baseline"]
+    trained = [r for r in rows if r["patient_id"] in training_patients]
+    tested = [r for r in rows if r["patient_id"] not in training_patients]
+    if not trained or not tested:
+        return None
+    hits = [sum(r["detected"] == "True" for r in group) for group in (trained, tested)]
+    return {
+        "n_tp1tr": len(trained), "n_tp1tst": len(tested),
+        "detected_tp1tr": hits[0], "detected_tp1tst": hits[1],
+        "detection": compare_proportions(hits[0], len(trained), hits[1],
+                                         len(tested)).to_json(),
+        "dice": mann_whitney([float(r["dice"]) for r in trained],
+                             [float(r["dice"]) for r in tested]).to_json()}
 
 
 def _lesion_rows(folder: Path) -> dict[tuple[str, str], dict[str, str]]:

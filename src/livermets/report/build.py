@@ -40,11 +40,13 @@ Row = dict[str, Any]
 def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
                  title: str = "livermets: lesion-level evaluation",
                  model_comparisons: list[Row] | None = None,
-                 runs: list[Path] | None = None) -> Path:
+                 runs: list[Path] | None = None,
+                 tp1_comparisons: dict[str, Row] | None = None) -> Path:
     """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML).
 
-    `model_comparisons`: rows from `study.compare_models`; `runs`: training run folders whose
-    loss curves (loss_curve.png) are shown.
+    `model_comparisons`: rows from `study.compare_models`; `tp1_comparisons`: per model, the
+    `study.tp1_train_vs_test` result; `runs`: training run folders whose loss curves
+    (loss_curve.png) are shown.
     """
     if not evaluations:
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
@@ -55,6 +57,7 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
     html = environment.get_template("report.html.j2").render(
         title=title, created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         version=__version__, evaluations=contexts, model_comparisons=model_comparisons or [],
+        tp1_comparisons=tp1_comparisons or {},
         curves=[{"name": run.name, "uri": _png_uri(run / "loss_curve.png")}
                 for run in runs or []])
     target = Path(out)
