@@ -474,6 +474,52 @@ def study(
 
 
 @app.command()
+def track(
+    out: Annotated[Path, typer.Option("--out", help="Folder for one sub-folder per patient.")],
+    manifest: Annotated[
+        Path | None, typer.Option(help="Pair each patient's baseline and first follow-up.")
+    ] = None,
+    baseline_lesions: Annotated[Path | None, typer.Option(help="Baseline lesion mask.")] = None,
+    baseline_liver: Annotated[Path | None, typer.Option(help="Baseline liver mask.")] = None,
+    followup_lesions: Annotated[Path | None, typer.Option(help="Follow-up lesion mask.")] = None,
+    followup_liver: Annotated[Path | None, typer.Option(help="Follow-up liver mask.")] = None,
+    patient_id: Annotated[str, typer.Option(help="Folder name for the file pair.")] = "patient",
+    tolerance_mm: Annotated[
+        float, typer.Option(help="Link non-overlapping lesions whose centres are this close.")
+    ] = 15.0,
+) -> None:
+    """Match each lesion between baseline and follow-up and judge the response (RECIST 1.1
+    on the liver, and volumetric). Writes OUT/<patient_id>/matches.csv, response.json and
+    transform.tfm."""
+
+    def body() -> dict[str, Any]:
+        from livermets.track.run import TimepointInput, track_manifest, track_patient
+
+        files = [baseline_lesions, baseline_liver, followup_lesions, followup_liver]
+        if manifest is not None:
+            if any(files):
+                raise InputError("give either --manifest or the four mask files, not both")
+            return track_manifest(manifest, out, tolerance_mm=tolerance_mm)
+        if not all(files):
+            raise InputError("give --manifest, or --baseline-lesions, --baseline-liver, "
+                             "--followup-lesions and --followup-liver")
+        for path in files:
+            assert path is not None
+            if not path.exists():
+                raise InputError(f"{path}: no such file")
+        assert baseline_lesions and baseline_liver and followup_lesions and followup_liver
+        answer = track_patient(TimepointInput(baseline_lesions, baseline_liver),
+                               TimepointInput(followup_lesions, followup_liver),
+                               out / patient_id, tolerance_mm=tolerance_mm)
+        return {patient_id: {"status": "done", "recist_category": answer["recist_category"]}}
+
+    summary = _run(body)
+    _print_json(summary)
+    if any(v.get("status") == "failed" for v in summary.values()):
+        raise typer.Exit(2)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_output"),

@@ -1,0 +1,86 @@
+"""`livermets track` on a generated cohort: the true links and RECIST categories, recovered
+through a shifted and rotated follow-up; and a failed registration is refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from livermets.cli import app
+from livermets.datasets.synth import generate_cohort
+from livermets.io.image import read_image, write_image
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 patients at 128 px: a partial response, a progression with a new lesion, a complete
+    response (every lesion vanished) and another partial response; each tp1 CT is shifted
+    (up to about 12 mm) and rotated (up to about 4 degrees) against its baseline."""
+    root = tmp_path_factory.mktemp("track")
+    generate_cohort(root / "cohort", patients=4, matrix=128)
+    return root / "cohort"
+
+
+def _expected_links(patient: dict) -> set[tuple[str, str, str]]:
+    expected = set()
+    for lesion in patient["timepoints"]["baseline"]["lesions"]:
+        partner = lesion["tp1_id"]
+        expected.add((str(lesion["id"]), str(partner) if partner else "",
+                      "persistent" if partner else "disappeared"))
+    for lesion in patient["timepoints"]["tp1"]["lesions"]:
+        if lesion.get("baseline_id") is None:
+            expected.add(("", str(lesion["id"]), "new"))
+    return expected
+
+
+@pytest.mark.slow
+def test_track_recovers_the_true_links_and_categories(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "track"
+    result = runner.invoke(app, ["track", "--manifest", str(cohort / "manifest.csv"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    truth = json.loads((cohort / "truth.json").read_text())["patients"]
+    assert set(summary) == set(truth)
+    categories = set()
+    for patient_id, patient in truth.items():
+        assert summary[patient_id]["status"] == "done"
+        with (out / patient_id / "matches.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        found = {(r["baseline_lesion_id"], r["followup_lesion_id"], r["status"]) for r in rows}
+        assert found == _expected_links(patient), patient_id  # all links, no false ones
+        answer = json.loads((out / patient_id / "response.json").read_text())
+        assert answer["recist_category"] == patient["response"]["recist_category"]
+        assert answer["registration"]["liver_dice_after"] > 0.95
+        assert answer["registration"]["liver_dice_after"] > answer["registration"][
+            "liver_dice_before"]
+        categories.add(answer["recist_category"])
+        assert (out / patient_id / "transform.tfm").is_file()
+    assert categories == {"PR", "PD", "CR"}
+
+
+def test_a_failed_registration_is_refused(cohort: Path, tmp_path: Path) -> None:
+    base = cohort / "synth001" / "baseline"
+    follow = cohort / "synth001" / "tp1"
+    liver = read_image(follow / "liver.nii.gz")
+    wrong = np.zeros_like(liver.array)
+    wrong[:8, :20, :20] = 1  # a small block in a corner: no liver to align
+    bad_liver = write_image(liver.with_array(wrong), tmp_path / "bad_liver.nii.gz")
+    result = runner.invoke(app, [
+        "track", "--out", str(tmp_path / "out"),
+        "--baseline-lesions", str(base / "lesions.nii.gz"),
+        "--baseline-liver", str(base / "liver.nii.gz"),
+        "--followup-lesions", str(follow / "lesions.nii.gz"), "--followup-liver", str(bad_liver)])
+    assert result.exit_code == 2
+    assert "registration failed" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out" / "patient" / "matches.csv").exists()
+    missing = runner.invoke(app, ["track", "--out", str(tmp_path / "o2"),
+                                  "--baseline-lesions", str(base / "lesions.nii.gz")])
+    assert missing.exit_code == 2 and "--followup-liver" in missing.stderr
