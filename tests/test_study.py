@@ -39,6 +39,14 @@ def test_study_runs_every_stage_and_resumes(tiny_manifest: Path, tmp_path: Path)
     html = (out / "report.html").read_text()
     assert "Models compared on the same lesions" in html and "training curves of" in html
     assert "TP1tr" in html
+    # Every tiny patient has a baseline and a tp1: the follow-up ran on the references (and
+    # on the No-TL predictions, where the barely trained liver may fail to register).
+    follow_up = record["follow_up"]
+    assert set(follow_up) == {"reference", "unet"}
+    assert {r["status"] for r in follow_up["reference"].values()} == {"done"}
+    assert all(r["recist_category"] in {"CR", "PR", "SD", "PD"}
+               for r in follow_up["reference"].values())
+    assert "Follow-up: lesion matching and response" in html
 
     # Resuming: every finished stage is reused, nothing is trained or predicted again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")}

@@ -9,7 +9,10 @@
    No-TL vs TL per set: detection rates (chi-squared / Fisher, as the paper; and McNemar's
    exact test, the paired test, since both models see the same lesions) and the paired
    lesion Dice (Wilcoxon signed-rank on the same reference lesions).
-6. `OUT/report.html` with both evaluations, the model comparisons and the training curves.
+6. Follow-up, for cohorts with both time points: `track` on the reference masks and on the
+   first model's predictions (`OUT/track/`), RECIST categories side by side.
+7. `OUT/report.html` with both evaluations, the comparisons, the follow-up and the training
+   curves.
 
 Layout: `OUT/runs/{liver,unet,resnet18-unet}`, `OUT/predictions/<arch>/`,
 `OUT/evaluations/<arch>/`, `OUT/study.json`, `OUT/report.html`. Interrupted, it resumes: a
@@ -40,6 +43,7 @@ from livermets.infer.predictor import Predictor
 from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import read_manifest
 from livermets.report.build import build_report
+from livermets.track.run import track_manifest
 from livermets.train.trainer import CHECKPOINT, MODEL, train
 from livermets.types import PathLike
 
@@ -99,10 +103,12 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     training_patients = {r.patient_id for r in rows if r.split == "training"}
     tp1 = {arch: tp1_train_vs_test(folder, training_patients)
            for arch, folder in evaluations.items()}
+    follow_up = _follow_up(manifest_path, root, rows, settings.archs[:1], say)
     record = {"manifest": str(manifest_path.resolve()), "liver_model": str(liver),
               "archs": list(settings.archs), "evaluations": {k: str(v) for k, v in
                                                            evaluations.items()},
               "model_comparisons": comparisons, "tp1_train_vs_test": tp1,
+              "follow_up": follow_up,
               "settings": {"common": dict(settings.common), "liver": dict(settings.liver),
                            "lesion": dict(settings.lesion)}}
     write_text_atomic(root / "study.json", json.dumps(record, indent=2) + "\n")
@@ -111,9 +117,27 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     report = build_report(list(evaluations.values()), root / "report.html",
                           cases=settings.report_cases, model_comparisons=comparisons,
                           tp1_comparisons={k: v for k, v in tp1.items() if v},
+                          follow_up=follow_up,
                           runs=runs, title="livermets study: No-TL vs TL lesion models")
     say(f"report: {report}")
     return report
+
+
+def _follow_up(manifest: Path, root: Path, rows: list[Any], archs: tuple[str, ...],
+               say: Progress) -> dict[str, Any] | None:
+    """`track` on the reference masks and on the first model's predictions, when the cohort
+    has patients with a baseline and a follow-up; None otherwise."""
+    timepoints: dict[str, set[str]] = {}
+    for row in rows:
+        timepoints.setdefault(row.patient_id, set()).add(row.timepoint)
+    if not any("baseline" in tps and len(tps) > 1 for tps in timepoints.values()):
+        return None
+    say("follow-up: matching lesions and judging the response")
+    out: dict[str, Any] = {"reference": track_manifest(manifest, root / "track" / "reference")}
+    for arch in archs:
+        out[arch] = track_manifest(manifest, root / "track" / arch,
+                                   predictions=root / "predictions" / arch)
+    return out
 
 
 def _train(manifest: Path, run: Path, values: dict[str, Any], say: Progress) -> Path:

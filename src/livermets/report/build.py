@@ -29,7 +29,7 @@ from livermets.io.image import read_image
 from livermets.io.manifest import read_manifest
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
-from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot
+from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
                  title: str = "livermets: lesion-level evaluation",
                  model_comparisons: list[Row] | None = None,
                  runs: list[Path] | None = None,
-                 tp1_comparisons: dict[str, Row] | None = None) -> Path:
+                 tp1_comparisons: dict[str, Row] | None = None,
+                 follow_up: dict[str, Any] | None = None) -> Path:
     """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML).
 
     `model_comparisons`: rows from `study.compare_models`; `tp1_comparisons`: per model, the
@@ -58,12 +59,37 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
         title=title, created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         version=__version__, evaluations=contexts, model_comparisons=model_comparisons or [],
         tp1_comparisons=tp1_comparisons or {},
+        follow_up=_follow_up_context(follow_up),
         curves=[{"name": run.name, "uri": _png_uri(run / "loss_curve.png")}
                 for run in runs or []])
     target = Path(out)
     write_text_atomic(target, html)
     logger.info("wrote %s", target)
     return target
+
+
+def _follow_up_context(follow_up: dict[str, Any] | None) -> Row | None:
+    """Per patient: the reference and predicted RECIST categories and changes; a waterfall."""
+    if not follow_up:
+        return None
+    reference = follow_up["reference"]
+    models = [k for k in follow_up if k != "reference"]
+    rows = []
+    for patient, ref in sorted(reference.items()):
+        row = {"patient": patient, "reference": ref}
+        row["models"] = [follow_up[m].get(patient, {}) for m in models]
+        rows.append(row)
+    changes = {p: r["sum_change_pct"] for p, r in reference.items()
+               if r.get("status") == "done" and r.get("sum_change_pct") is not None}
+    predicted = {p: r["sum_change_pct"] for p, r in (follow_up[models[0]].items() if models
+                                                     else [])
+                 if r.get("status") == "done" and r.get("sum_change_pct") is not None}
+    agree = [p for p in reference if reference[p].get("status") == "done" and models
+             and follow_up[models[0]].get(p, {}).get("recist_category")
+             == reference[p].get("recist_category")]
+    done = [p for p in reference if reference[p].get("status") == "done"]
+    return {"models": models, "rows": rows, "agreement": f"{len(agree)}/{len(done)}",
+            "waterfall": waterfall(changes, predicted) if changes else None}
 
 
 def _png_uri(path: Path) -> str:

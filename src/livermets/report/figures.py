@@ -103,3 +103,25 @@ def case_overlay(ct_slice: npt.NDArray[Any], reference: npt.NDArray[Any],
     axes.set_axis_off()
     axes.set_title(title, fontsize=9)
     return to_data_uri(figure)
+
+
+def waterfall(reference_pct: dict[str, float], predicted_pct: dict[str, float]) -> str:
+    """Per-patient change of the RECIST target sum (%), sorted: bars from the reference masks,
+    dots from the predictions; dashed lines at +20% (PD) and -30% (PR)."""
+    patients = sorted(reference_pct, key=lambda p: -reference_pct[p])
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.5 * len(patients) + 2), 3.4))
+    x = np.arange(len(patients))
+    values = [reference_pct[p] for p in patients]
+    axes.bar(x, values, color=["#d62728" if v >= 20 else "#2ca02c" if v <= -30 else "#7f7f7f"
+                               for v in values], label="reference")
+    shown = [(k, predicted_pct[p]) for k, p in enumerate(patients) if p in predicted_pct]
+    if shown:
+        axes.scatter([k for k, _ in shown], [v for _, v in shown], color="black", zorder=3,
+                     s=18, label="prediction")
+    for level in (20, -30):
+        axes.axhline(level, color="black", linestyle="--", linewidth=0.8)
+    axes.set_xticks(x, patients, rotation=60, fontsize=7)
+    axes.set_ylabel("target sum change (%)")
+    axes.set_title("Response per patient (RECIST 1.1, liver)")
+    axes.legend(fontsize=7)
+    return to_data_uri(figure)

@@ -95,11 +95,14 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
 
 
 def track_manifest(manifest: PathLike, out: PathLike, *,
-                   tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict[str, Any]:
+                   tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+                   predictions: Path | None = None) -> dict[str, Any]:
     """Every patient with a baseline and a follow-up (both with lesion and liver masks).
 
-    The first follow-up (tp1, else the lowest tpN) is compared with the baseline. A patient
-    that fails (e.g. registration) is reported and the others go on.
+    The masks are the manifest's columns, or with `predictions` the `livermets predict`
+    outputs `predictions/<case_id>/{lesions,liver}.nii.gz`. The first follow-up (tp1, else the
+    lowest tpN) is compared with the baseline. A patient that fails (e.g. registration) is
+    reported and the others go on.
     """
     by_patient: dict[str, dict[str, Any]] = defaultdict(dict)
     for row in read_manifest(manifest):
@@ -111,12 +114,18 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
             results[patient] = {"status": "skipped", "reason": "no baseline and follow-up pair"}
             continue
         pair = [rows["baseline"], rows[followups[0]]]
-        missing = [f"{r.case_id} {c}" for r in pair for c in ("lesion_mask", "liver_mask")
-                   if getattr(r, c) is None]
+        if predictions is not None:
+            inputs = [TimepointInput(predictions / r.case_id / "lesions.nii.gz",
+                                     predictions / r.case_id / "liver.nii.gz") for r in pair]
+            missing = [str(p) for i in inputs for p in (i.lesions, i.liver) if not p.is_file()]
+        else:
+            missing = [f"{r.case_id} {c}" for r in pair for c in ("lesion_mask", "liver_mask")
+                       if getattr(r, c) is None]
+            inputs = [TimepointInput(r.lesion_mask, r.liver_mask) for r in pair]
         if missing:
             results[patient] = {"status": "skipped", "reason": "missing " + ", ".join(missing)}
             continue
-        first, second = (TimepointInput(r.lesion_mask, r.liver_mask) for r in pair)
+        first, second = inputs
         try:
             answer = track_patient(first, second, Path(out) / patient,
                                    tolerance_mm=tolerance_mm)
@@ -126,5 +135,7 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
             continue
         results[patient] = {"status": "done", "followup": followups[0],
                             "recist_category": answer["recist_category"],
+                            "sum_change_pct": answer["sum_change_pct"],
+                            "volume_change_pct": answer["volume_change_pct"],
                             "liver_dice_after": answer["registration"]["liver_dice_after"]}
     return results
