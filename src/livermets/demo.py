@@ -28,7 +28,7 @@ DEMO_MATRIX = 256
 DEMO_SETTINGS = StudySettings(
     common={"batch_size": 8},
     liver={"image_size": 64, "base_width": 8, "epochs": 8},
-    lesion={"image_size": 128, "base_width": 16, "epochs": 12, "slices_per_epoch": 320},
+    lesion={"image_size": 128, "base_width": 16, "epochs": 12, "slices_per_epoch": 256},
     report_cases=6,
 )
 

@@ -56,8 +56,8 @@ def _method(seed: int) -> sitk.ImageRegistrationMethod:
                                                      numberOfIterations=100,
                                                      relaxationFactor=0.5)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SetShrinkFactorsPerLevel([4, 2])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     return method
 
