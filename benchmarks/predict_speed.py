@@ -147,8 +147,9 @@ def main() -> None:
     models = {"liver": args.liver_model or untrained_model(args.out / "models", "liver"),
               "lesion": args.lesion_model or untrained_model(args.out / "models", "lesion")}
     models = {k: (p / "model.pt" if p.is_dir() else p) for k, p in models.items()}
-    flops = {task: forward_flops(load_model(path).model, int(
-        load_model(path).preprocessing["image_size"])) for task, path in models.items()}
+    loaded = {task: load_model(path) for task, path in models.items()}
+    flops = {task: forward_flops(m.model, int(m.preprocessing["image_size"]))
+             for task, m in loaded.items()}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     # Best of three: one measurement on a shared machine can be 25% low. bf16 without CPU
     # support is emulated (minutes per matmul): no ceiling, no floor then.

@@ -154,14 +154,17 @@ def _bin_order(label: str, bins_mm: Sequence[float]) -> int:
     return [size_bin(x, bins_mm) for x in [0.0, *sorted(bins_mm)]].index(label)
 
 
-def _mean_sd(row: Row, metric: str) -> str:
+def format_mean_sd(row: Row, metric: str) -> str:
+    """`metric`'s mean ± SD of a group as text ("-" without lesions; the mean alone when the
+    SD is undefined)."""
     mean, sd = row[f"{metric}_mean"], row[f"{metric}_std"]
     if mean is None:
         return "-"
     return f"{mean:.2f}" if sd is None or math.isnan(sd) else f"{mean:.2f} ± {sd:.2f}"
 
 
-def _rate(row: Row) -> str:
+def format_detection(row: Row) -> str:
+    """A group's detection rate as "67% (2/3) [0-100]" (with its 95% interval when known)."""
     if not row["n_lesions"]:
         return "-"
     text = f"{100 * row['detection_rate']:.0f}% ({row['n_detected']}/{row['n_lesions']})"
@@ -177,20 +180,21 @@ def tables_markdown(groups: dict[str, Row], small_mm: float,
     sets = [k.split("=", 1)[1] for k in groups if k.startswith("set=") and "/" not in k]
     lines = ["## Table I: per-lesion scores by set", "",
              "| set | lesions | DSC | Pr | Re | DR | FP / case |", "|---|---|---|---|---|---|---|"]
+    def scores(row: Row) -> str:
+        return " | ".join([*(format_mean_sd(row, m) for m in ("dice", "precision", "recall")),
+                           format_detection(row)])
+
     for name in ["all", *sets]:
         row = groups["all" if name == "all" else f"set={name}"]
         fp = row["false_positives_per_case"]
-        lines.append(f"| {name} | {row['n_lesions']} | {_mean_sd(row, 'dice')} | "
-                     f"{_mean_sd(row, 'precision')} | {_mean_sd(row, 'recall')} | "
-                     f"{_rate(row)} | {'-' if fp is None else f'{fp:.2f}'} |")
+        lines.append(f"| {name} | {row['n_lesions']} | {scores(row)} | "
+                     f"{'-' if fp is None else f'{fp:.2f}'} |")
     lines += ["", f"## Table II: by lesion size (small < {small_mm:g} mm <= big)", "",
               "| set | size | lesions | DSC | Pr | Re | DR |", "|---|---|---|---|---|---|---|"]
     for name in sets:
         for size in ("small", "big"):
             row = groups[f"set={name}/size={size}"]
-            lines.append(f"| {name} | {size} | {row['n_lesions']} | {_mean_sd(row, 'dice')} | "
-                         f"{_mean_sd(row, 'precision')} | {_mean_sd(row, 'recall')} | "
-                         f"{_rate(row)} |")
+            lines.append(f"| {name} | {size} | {row['n_lesions']} | {scores(row)} |")
     if tests:
         lines += ["", "## Comparisons (two-sided p-values)", "",
                   "| a | b | detection: test | p | Dice: Mann-Whitney p |", "|---|---|---|---|---|"]

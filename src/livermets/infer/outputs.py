@@ -138,13 +138,11 @@ def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace
     read_s = time.perf_counter() - read_tic
     prediction = predictor.predict(ct, liver_mask)
     prediction.timings = {"read_s": read_s, **prediction.timings}
-    write_tic = time.perf_counter()
     record = {"case_id": case.case_id, "image": str(case.image),
               "liver_mask": None if case.liver_mask is None else str(case.liver_mask),
               "ct": ct.geometry.to_json(), **predictor.record()}
     write_case(prediction, ct, folder, record=record, overwrite=replace)
     seconds = time.perf_counter() - started
-    logger.debug("%s: written in %.2f s", case.case_id, time.perf_counter() - write_tic)
     return CaseOutcome(case.case_id, "done", lesions=len(prediction.lesion_table),
                        seconds=round(seconds, 2))
 

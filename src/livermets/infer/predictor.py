@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from livermets.errors import InputError
 from livermets.infer.liver import segment_liver
-from livermets.infer.slices import iter_slice_probabilities
+from livermets.infer.slices import slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
@@ -171,10 +171,9 @@ class Predictor:
         margin = float(self.lesion_model.preprocessing.get("z_margin_mm", 10.0))
         start, stop = liver_z_range(liver, ct.spacing, margin_mm=margin)
         probability = np.zeros(hu.shape, dtype=np.float32)
-        for first, batch in iter_slice_probabilities(
-                self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
-                batch_size=self.settings.batch_size, bf16=bf16):
-            probability[start + first : start + first + batch.shape[0]] = batch
+        slice_probabilities(self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
+                            batch_size=self.settings.batch_size, bf16=bf16,
+                            out=probability[start:stop])
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -202,9 +201,9 @@ class Predictor:
         """
         radius = self.settings.liver_dilation_mm
         box = grown_box(liver, spacing, radius)
-        inside = np.zeros(probability.shape, dtype=bool)
-        inside[box] = True
-        probability = quantise_probability(probability, inside)
+        kept = quantise_probability(probability[box].copy())
+        probability[...] = 0.0
+        probability[box] = kept
         liver_box = liver[box] > 0
         threshold = choose_threshold(probability[box][liver_box], self.settings.threshold)
         foreground = probability[box] > threshold.value
@@ -229,9 +228,11 @@ class Predictor:
         return {"models": models, "settings": settings}
 
 
-def quantise_probability(probability: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_]
+def quantise_probability(probability: npt.NDArray[np.float32],
+                         allowed: npt.NDArray[np.bool_] | None = None
                          ) -> npt.NDArray[np.float32]:
-    """`probability` in steps of 1/`PROBABILITY_STEPS`, and 0 outside `allowed` (in place).
+    """`probability` in steps of 1/`PROBABILITY_STEPS`, and 0 outside `allowed` when given
+    (in place).
 
     The network's output far from the liver is never used, and its last digits are noise:
     without both, a 512 x 512 x 119 map is 107 MB as .nii.gz (incompressible). The steps are
@@ -240,7 +241,8 @@ def quantise_probability(probability: npt.NDArray[np.float32], allowed: npt.NDAr
     probability *= PROBABILITY_STEPS
     np.rint(probability, out=probability)
     probability /= PROBABILITY_STEPS
-    probability[~allowed] = 0.0
+    if allowed is not None:
+        probability[~allowed] = 0.0
     return probability
 
 

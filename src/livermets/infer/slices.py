@@ -61,12 +61,15 @@ def slice_probabilities(
     batch_size: int = 8,
     bf16: bool = False,
     channels_last: bool = True,
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Sigmoid probabilities (z, y, x) float32 on the CT grid for CT slices `hu` (z, y, x).
 
-    The batches of `iter_slice_probabilities`, gathered into one volume.
+    The batches of `iter_slice_probabilities`, gathered into `out` (a float32 array of `hu`'s
+    shape, e.g. a slab of a larger volume) or a new volume; returns it.
     """
-    out = np.empty(hu.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(hu.shape, dtype=np.float32)
     for start, probability in iter_slice_probabilities(
             model, hu, normalise, batch_size=batch_size, bf16=bf16,
             channels_last=channels_last):

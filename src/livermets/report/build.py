@@ -24,6 +24,7 @@ import numpy as np
 from livermets import __version__
 from livermets.datasets.common import MIN_LESION_VOLUME_MM3
 from livermets.errors import InputError
+from livermets.evaluate.summary import format_detection, format_mean_sd
 from livermets.io.atomic import write_text_atomic
 from livermets.io.image import read_image
 from livermets.io.manifest import read_manifest
@@ -122,34 +123,23 @@ def _evaluation_context(folder: Path, cases: int) -> Row:
         figures.append({"uri": detection_by_size(groups, f"{folder.name}: detection by size"),
                         "alt": "detection rate per set and size group"})
     predictions = Path(summary["predictions"])
+    cases_rows = _read_csv(folder / "cases.csv")
     return {
         "name": folder.name, "settings": summary["settings"],
         "evaluated_cases": summary["evaluated_cases"], "skipped_cases": summary["skipped_cases"],
         "predictions": str(predictions), "table_main": table_main, "table_size": table_size,
         "comparisons": summary["comparisons"], "figures": figures,
-        "gallery": _gallery(summary, lesions, _read_csv(folder / "cases.csv"), cases),
-        "run_record": _run_record(predictions, _read_csv(folder / "cases.csv")),
+        "gallery": _gallery(summary, lesions, cases_rows, cases),
+        "run_record": _run_record(predictions, cases_rows),
     }
 
 
 def _table_row(name: str, group: Row) -> Row:
-    def mean_sd(metric: str) -> str:
-        mean, sd = group[f"{metric}_mean"], group[f"{metric}_std"]
-        if mean is None:
-            return "-"
-        return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
-
-    detection = "-"
-    if group["n_lesions"]:
-        detection = (f"{100 * group['detection_rate']:.0f}% "
-                     f"({group['n_detected']}/{group['n_lesions']})")
-        if group.get("detection_rate_ci95"):
-            low, high = group["detection_rate_ci95"]
-            detection += f" [{100 * low:.0f}-{100 * high:.0f}]"
     fp = group["false_positives_per_case"]
     return {"name": name, "n_cases": group["n_cases"], "n_lesions": group["n_lesions"],
-            "dice": mean_sd("dice"), "precision": mean_sd("precision"),
-            "recall": mean_sd("recall"), "detection": detection,
+            "dice": format_mean_sd(group, "dice"),
+            "precision": format_mean_sd(group, "precision"),
+            "recall": format_mean_sd(group, "recall"), "detection": format_detection(group),
             "fp": "-" if fp is None else f"{fp:.2f}"}
 
 
