@@ -1,17 +1,17 @@
 """Train a liver model on generated CT plus real labelled livers; segment IRCADb 1.7 (held out).
 
 Training data: a generated cohort (both time points; its last patient validates) plus the real
-labelled livers in ../shared/data: 3D-IRCADb-01 1.17 and the CRLM-CT-1100 atlas (liver = its
-labels 1 and 2: liver parenchyma and the metastasis; the data's value 4 never occurs). Left out:
-IRCADb 1.7 (the test case) and the TotalSegmentator example, whose label map holds only 30 of
-the CT's 112 slices with a header that places them at slices 0-29 although they fit slices
-82-111 (liver 45 +/- 15 HU there, a non-contrast scan).
+labelled livers in ../shared/data: 3D-IRCADb-01 1.17, the CRLM-CT-1100 atlas and the
+TotalSegmentator example's 30 labelled slices (`livermets.datasets.public`). Left out: IRCADb
+1.7, the test case. `--balance-centers` gives each centre (generated A and B, IRCAD, CRLM,
+TotalSeg) the same share of every epoch, so the real livers make 3/5 of the slices seen.
 
 Prints and writes `OUT/result.json`: the Dice of the predicted liver against IRCADb 1.7's
 reference (and 1.17's, seen in training), the training time, and the settings.
 
 Usage: .venv/bin/python benchmarks/liver_real_ct.py --out /tmp/liver_bench [--epochs 25]
-       [--image-size 128] [--base-width 16] [--patients 8] [--matrix 256]
+       [--image-size 128] [--base-width 16] [--patients 8] [--matrix 256] [--balance-centers]
+       [--no-totalseg] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from livermets.config import make_train_config
 from livermets.datasets.ircadb import import_ircadb
+from livermets.datasets.public import crlm_atlas, totalsegmentator_example
 from livermets.datasets.synth import generate_cohort
 from livermets.infer.liver import segment_liver
-from livermets.io import read_image, write_image
+from livermets.io import read_image
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
+from livermets.models.precision import resolve_precision
 from livermets.models.saved import load_model
 from livermets.train.trainer import train
 
@@ -41,17 +44,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float(np.logical_and(a, b).sum()) / float(a.sum() + b.sum())
 
 
-def crlm_atlas(out: Path) -> ManifestRow:
-    """The CRLM-CT-1100 atlas as int16 HU CT + liver mask (labels 1 and 2)."""
-    ct = read_image(SHARED / "crlm" / "CRLM-CT-1100_atlas_ct.nii.gz")
-    seg = read_image(SHARED / "crlm" / "CRLM-CT-1100_atlas_seg.nii.gz")
-    image = write_image(ct.with_array(np.rint(ct.array).astype(np.int16)), out / "ct.nii.gz")
-    liver = write_image(seg.with_array(np.isin(seg.array, (1, 2)).astype(np.uint8)),
-                        out / "liver.nii.gz")
-    return ManifestRow(patient_id="crlm1100", timepoint="baseline", image=image,
-                       center="CRLM", liver_mask=liver, split="training")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -61,6 +53,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=8)
     parser.add_argument("--matrix", type=int, default=256)
     parser.add_argument("--slices-per-epoch", type=int, default=600)
+    parser.add_argument("--balance-centers", action="store_true")
+    parser.add_argument("--no-totalseg", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     args = parser.parse_args()
     out: Path = args.out
     cohort = generate_cohort(out / "synth", patients=args.patients, matrix=args.matrix,
@@ -72,15 +67,23 @@ def main() -> None:
     assert ircadb.manifest is not None
     rows += [ManifestRow(**{**r.__dict__, "split": "training"})
              for r in read_manifest(ircadb.manifest)]
-    rows.append(crlm_atlas(out / "crlm1100"))
+    rows.append(crlm_atlas(SHARED / "crlm" / "CRLM-CT-1100_atlas_ct.nii.gz",
+                           SHARED / "crlm" / "CRLM-CT-1100_atlas_seg.nii.gz", out / "crlm1100"))
+    if not args.no_totalseg:
+        example = SHARED / "fixtures" / "totalsegmentator"
+        rows.append(totalsegmentator_example(example / "example_ct.nii.gz",
+                                             example / "example_seg.nii.gz", out / "totalseg"))
     manifest = write_manifest(rows, out / "train.csv")
     config = make_train_config({"task": "liver", "epochs": args.epochs,
                                 "image_size": args.image_size, "base_width": args.base_width,
-                                "slices_per_epoch": args.slices_per_epoch})
+                                "slices_per_epoch": args.slices_per_epoch,
+                                "balance_centers": args.balance_centers,
+                                "precision": args.precision})
     tic = time.perf_counter()
     result = train(manifest, out / "run", config, overwrite=True)
     seconds = time.perf_counter() - tic
     model = load_model(result.model_path, expected_task="liver")
+    bf16 = resolve_precision(args.precision, torch.device("cpu")) == "bf16"
     test = import_ircadb(SHARED / "ircadb" / "3Dircadb1.7", out / "ircadb7", overwrite=True)
     scores = {}
     for name, imported in (("3Dircadb1.7 (held out)", test), ("3Dircadb1.17 (trained on)",
@@ -88,7 +91,7 @@ def main() -> None:
         case = imported.cases[0]
         ct = read_image(case.image)
         tic_case = time.perf_counter()
-        predicted = segment_liver(model, ct.array, bf16=True)
+        predicted = segment_liver(model, ct.array, bf16=bf16)
         scores[name] = {"dice": round(dice(predicted, read_image(case.liver_mask).array), 4),
                         "seconds": round(time.perf_counter() - tic_case, 1)}
     report = {"liver_dice": scores, "train_seconds": round(seconds, 1),

@@ -59,6 +59,10 @@ class TrainConfig:
     slices_per_epoch: int | None = None
     #: Share of each epoch's slices that contain the target (lesion or liver); None: natural.
     positive_fraction: float | None = 0.5
+    #: Give every manifest `center` the same share of each epoch's slices (positive and
+    #: negative alike), so a small centre (a few real CTs beside a large generated cohort)
+    #: is not drowned out. Not a paper setting.
+    balance_centers: bool = False
     #: Slices beyond the liver's z-range kept for the lesion task, in mm on each side.
     z_margin_mm: float = 10.0
     #: Patients held out for validation when the manifest marks none (split `validation`).

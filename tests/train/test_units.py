@@ -146,3 +146,25 @@ def test_learning_rate_halves_after_5_bad_epochs_and_training_stops_after_10() -
     assert lrs[:7] == [1e-3] * 7
     assert lrs[7] == pytest.approx(5e-4)
     assert stopped_after == 12  # 10 epochs (3-12) without improvement
+
+
+def test_balance_centers_gives_each_centre_an_equal_share() -> None:
+    # 90 slices from centre A (cases 0, 1), 10 from centre B (case 2); positives: 20 in A, 2 in B.
+    positive = [i < 20 for i in range(90)] + [i < 2 for i in range(10)]
+    slices = SliceSet(torch.zeros(100, 4, 4, dtype=torch.float16),
+                      torch.zeros(100, 4, 4, dtype=torch.uint8),
+                      np.array([0] * 45 + [1] * 45 + [2] * 10), np.array(positive),
+                      ("a1", "a2", "b1"), ("A", "A", "B"))
+    config = make_train_config({"slices_per_epoch": 20000, "positive_fraction": 0.5,
+                                "balance_centers": True})
+    order = epoch_indices(slices, config, torch.Generator().manual_seed(0)).numpy()
+    from_b = order >= 90
+    assert int(np.asarray(positive)[order].sum()) == 10000
+    # Half of the positives and half of the negatives come from B: 5000 each, +/- 4 SD.
+    assert abs(int((from_b & np.asarray(positive)[order]).sum()) - 5000) < 4 * 50
+    assert abs(int((from_b & ~np.asarray(positive)[order]).sum()) - 5000) < 4 * 50
+    natural = epoch_indices(slices, make_train_config({"slices_per_epoch": 20000,
+                                                       "positive_fraction": 0.5}),
+                            torch.Generator().manual_seed(0)).numpy()
+    # Without balancing, B holds 2/22 of the positives and 8/78 of the negatives.
+    assert abs(int((natural >= 90).sum()) - round(10000 * 2 / 22 + 10000 * 8 / 78)) < 4 * 40

@@ -46,13 +46,15 @@ VALIDATION_SPLITS = frozenset({"validation", "val"})
 @dataclass(frozen=True)
 class SliceSet:
     """Network-ready slices: `images` (n, S, S) float16, `targets` (n, S, S) uint8 in {0, 1},
-    `case` (n,) the index into `cases` of each slice's CT, `positive` (n,) target present."""
+    `case` (n,) the index into `cases` of each slice's CT, `positive` (n,) target present,
+    `centers` the manifest `center` of each of `cases` (same order)."""
 
     images: torch.Tensor
     targets: torch.Tensor
     case: np.ndarray
     positive: np.ndarray
     cases: tuple[str, ...]
+    centers: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -97,6 +99,7 @@ def load_slices(rows: Sequence[ManifestRow], config: TrainConfig) -> SliceSet:
         case=np.concatenate(case_index),
         positive=target_tensor.flatten(1).any(dim=1).numpy(),
         cases=tuple(r.case_id for r in rows),
+        centers=tuple(r.center for r in rows),
     )
 
 
@@ -136,21 +139,38 @@ def epoch_indices(slices: SliceSet, config: TrainConfig, generator: torch.Genera
 
     `slices_per_epoch` slices (default: all). With `positive_fraction` f, round(f * n) are
     drawn with replacement from slices containing the target and the rest from the others.
+    With `balance_centers`, draws (with replacement) give every manifest `center` the same
+    share of each group (positive, negative, or all), however many slices it holds.
     """
     n = config.slices_per_epoch or len(slices)
     fraction = config.positive_fraction
     positives = torch.from_numpy(np.flatnonzero(slices.positive))
     negatives = torch.from_numpy(np.flatnonzero(~slices.positive))
     if fraction is None or len(positives) == 0 or len(negatives) == 0:
+        if config.balance_centers:
+            return _draw(torch.arange(len(slices)), n, slices, generator, balance=True)
         if n == len(slices):
             return torch.randperm(len(slices), generator=generator)
         return torch.randint(len(slices), (n,), generator=generator)
     n_pos = round(fraction * n)
     chosen = torch.cat([
-        positives[torch.randint(len(positives), (n_pos,), generator=generator)],
-        negatives[torch.randint(len(negatives), (n - n_pos,), generator=generator)],
+        _draw(positives, n_pos, slices, generator, balance=config.balance_centers),
+        _draw(negatives, n - n_pos, slices, generator, balance=config.balance_centers),
     ])
     return chosen[torch.randperm(n, generator=generator)]
+
+
+def _draw(pool: torch.Tensor, count: int, slices: SliceSet, generator: torch.Generator, *,
+          balance: bool) -> torch.Tensor:
+    """`count` indices from `pool` with replacement: uniformly, or with equal total weight per
+    centre (each slice weighted 1 / the number of its centre's slices in the pool)."""
+    if not balance or count == 0:
+        return pool[torch.randint(len(pool), (count,), generator=generator)]
+    case_centers = np.array(slices.centers or [""] * len(slices.cases))
+    centers = case_centers[slices.case[pool.numpy()]]
+    _, inverse, counts = np.unique(centers, return_inverse=True, return_counts=True)
+    weights = torch.from_numpy(1.0 / counts[inverse])
+    return pool[torch.multinomial(weights, count, replacement=True, generator=generator)]
 
 
 def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,

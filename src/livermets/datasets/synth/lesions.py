@@ -322,3 +322,22 @@ def _paint_lesion(labels: npt.NDArray[np.uint8], hu: Array, grid: _Grid, lesion:
         inside[tuple(np.clip(local, 0, np.asarray(inside.shape) - 1))] = True
     labels[box.index][inside] = label
     hu[box.index][inside] = _lesion_hu(lesion, look, rho, box)[inside]
+
+
+def lesion_shape_mask(rng: np.random.Generator, diameter_mm: float,
+                      spacing: tuple[float, float, float]) -> npt.NDArray[np.bool_]:
+    """One irregular lesion shape as a boolean box (z, y, x) on a grid of `spacing` (z, y, x)
+    mm, its longest axial diameter about `diameter_mm`: the generator's own shapes, for
+    inserting lesions into other CTs. The box is odd-sized with the lesion's centre in its
+    middle voxel; the mask is one 26-connected piece holding at least that voxel."""
+    shape = _draw_shape(rng, diameter_mm, (0.0, 0.0, 0.0))
+    reach = shape.radius_mm
+    axes = [np.arange(-(n := int(np.ceil(reach / s))), n + 1, dtype=np.float32) * np.float32(s)
+            for s in spacing]
+    pz, py, px = np.meshgrid(*axes, indexing="ij")
+    inside = shape.rho(px, py, pz, 1.0) <= 1.0
+    pieces, count = ndimage.label(inside, structure=np.ones((3, 3, 3)))
+    if count > 1:
+        inside = pieces == int(np.argmax(np.bincount(pieces.ravel())[1:])) + 1
+    inside[tuple(len(a) // 2 for a in axes)] |= count == 0
+    return inside
