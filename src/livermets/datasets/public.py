@@ -63,9 +63,9 @@ def totalsegmentator_example(ct_path: Path, seg_path: Path, out: Path, *,
         raise InputError(f"{seg_path}: expected the TotalSegmentator example (CT of "
                          f"{part.stop} slices, labels on {part.stop - part.start}); got CT "
                          f"{ct.shape} and labels {seg.shape}")
-    origin = ct.geometry.index_to_physical((part.start, 0, 0))
+    x, y, z = (float(v) for v in ct.geometry.index_to_physical((part.start, 0, 0)))
     cropped = Volume.from_array(np.rint(ct.array[part]).astype(np.int16), spacing=ct.spacing,
-                                origin=tuple(float(v) for v in origin),
+                                origin=(x, y, z),
                                 direction=ct.direction)
     out.mkdir(parents=True, exist_ok=True)
     image = write_image(cropped, out / "ct.nii.gz")
