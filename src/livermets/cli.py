@@ -275,10 +275,12 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Folder for one sub-folder per CT.")] = Path(
         "predictions"),
     lesion_model: Annotated[
-        Path | None, typer.Option(help="Lesion model: a run folder or its model.pt.")
+        Path | None, typer.Option(help="Lesion model: a run folder or its model.pt "
+                                       "(default: the shipped starter model).")
     ] = None,
     liver_model: Annotated[
-        Path | None, typer.Option(help="Liver model: a run folder or its model.pt.")
+        Path | None, typer.Option(help="Liver model: a run folder or its model.pt "
+                                       "(default: the shipped starter model).")
     ] = None,
     liver_mask: Annotated[
         Path | None, typer.Option(help="The CT's liver mask (one input): skips the liver model.")
@@ -316,29 +318,28 @@ def predict(
     Each CT gets OUT/<case_id>/ with liver.nii.gz, lesions.nii.gz (1..K by volume),
     lesion_probability.nii.gz, lesions.csv, run.json, and seg.dcm for DICOM input. Finished
     cases are skipped unless --redo; a case that fails is reported and the rest continue
-    (exit code 2 at the end).
+    (exit code 2 at the end). Without --lesion-model / --liver-model the shipped starter models
+    are used (`livermets models`).
     """
 
     def body() -> dict[str, Any]:
         from livermets.infer.outputs import predict_cases
         from livermets.infer.predictor import Predictor, PredictSettings
         from livermets.infer.threshold import parse_threshold
+        from livermets.models.starter import starter_model_path
 
         try:
             chosen = parse_threshold(threshold)
         except ValueError as error:
             raise InputError(str(error)) from None
         cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
-        if lesion_model is None:
-            raise InputError("give --lesion-model RUN (a lesion run folder or its model.pt)")
         needs_liver = any(c.liver_mask is None for c in cases)
         settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
                                    batch_size=batch_size, keep_probability=probability)
-        predictor = Predictor(lesion_model, liver_model if needs_liver else None, settings)
-        if needs_liver and liver_model is None:
-            raise InputError("give --liver-model RUN, or a liver mask (--liver-mask, or "
-                             "--manifest-liver with --manifest)")
+        liver = liver_model or (starter_model_path("liver") if needs_liver else None)
+        predictor = Predictor(lesion_model or starter_model_path("lesion"),
+                              liver if needs_liver else None, settings)
         outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo)
         return {"out": str(out), "cases": [o.__dict__ for o in outcomes]}
 
@@ -477,12 +478,21 @@ def study(
 def track(
     out: Annotated[Path, typer.Option("--out", help="Folder for one sub-folder per patient.")],
     manifest: Annotated[
-        Path | None, typer.Option(help="Pair each patient's baseline and first follow-up.")
+        Path | None, typer.Option(help="Compare each patient's baseline with its follow-ups.")
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline CT (file or DICOM folder): checks the masks' "
+                                       "grid and the patient; segments a missing liver.")
     ] = None,
     baseline_lesions: Annotated[Path | None, typer.Option(help="Baseline lesion mask.")] = None,
     baseline_liver: Annotated[Path | None, typer.Option(help="Baseline liver mask.")] = None,
+    followup: Annotated[Path | None, typer.Option(help="Follow-up CT (as --baseline).")] = None,
     followup_lesions: Annotated[Path | None, typer.Option(help="Follow-up lesion mask.")] = None,
     followup_liver: Annotated[Path | None, typer.Option(help="Follow-up liver mask.")] = None,
+    liver_model: Annotated[
+        Path | None, typer.Option(help="Segments a CT given without its liver mask (default: "
+                                       "the starter model).")
+    ] = None,
     patient_id: Annotated[str, typer.Option(help="Folder name for the file pair.")] = "patient",
     tolerance_mm: Annotated[
         float, typer.Option(help="Link non-overlapping lesions whose centres are this close.")
@@ -490,27 +500,29 @@ def track(
 ) -> None:
     """Match each lesion between baseline and follow-up and judge the response (RECIST 1.1
     on the liver, and volumetric). Writes OUT/<patient_id>/matches.csv, response.json and
-    transform.tfm."""
+    transform.tfm (later follow-ups of a manifest in OUT/<patient_id>/<tpN>/)."""
 
     def body() -> dict[str, Any]:
         from livermets.track.run import TimepointInput, track_manifest, track_patient
 
-        files = [baseline_lesions, baseline_liver, followup_lesions, followup_liver]
+        files = [baseline, baseline_lesions, baseline_liver, followup, followup_lesions,
+                 followup_liver]
         if manifest is not None:
             if any(files):
-                raise InputError("give either --manifest or the four mask files, not both")
+                raise InputError("give either --manifest or the baseline and follow-up files, "
+                                 "not both")
             return track_manifest(manifest, out, tolerance_mm=tolerance_mm)
-        if not all(files):
-            raise InputError("give --manifest, or --baseline-lesions, --baseline-liver, "
-                             "--followup-lesions and --followup-liver")
+        if baseline_lesions is None or followup_lesions is None:
+            raise InputError("give --manifest, or --baseline-lesions and --followup-lesions "
+                             "with --baseline-liver and --followup-liver (or the CTs, "
+                             "--baseline and --followup, to segment the livers)")
         for path in files:
-            assert path is not None
-            if not path.exists():
+            if path is not None and not path.exists():
                 raise InputError(f"{path}: no such file")
-        assert baseline_lesions and baseline_liver and followup_lesions and followup_liver
-        answer = track_patient(TimepointInput(baseline_lesions, baseline_liver),
-                               TimepointInput(followup_lesions, followup_liver),
-                               out / patient_id, tolerance_mm=tolerance_mm)
+        answer = track_patient(TimepointInput(baseline_lesions, baseline_liver, baseline),
+                               TimepointInput(followup_lesions, followup_liver, followup),
+                               out / patient_id, tolerance_mm=tolerance_mm,
+                               liver_model=liver_model)
         return {patient_id: {"status": "done", "recist_category": answer["recist_category"]}}
 
     summary = _run(body)
@@ -537,6 +549,20 @@ def demo(
     lines = _run(lambda: run_demo(out, patients=patients, matrix=matrix, study=study,
                                   progress=lambda line: typer.echo(line, err=True)))
     typer.echo("\n".join(lines))
+
+
+@app.command()
+def models(
+    info: Annotated[bool, typer.Option("--info", help="Print the model card.")] = False,
+) -> None:
+    """List the starter models shipped with livermets (used by `predict` when no model is
+    named); --info prints their model card: training data, validation figures, limits."""
+    from livermets.models.starter import model_card, starter_models
+
+    if info:
+        typer.echo(_run(model_card), nl=False)
+        return
+    _print_json(_run(starter_models))
 
 
 def main() -> None:

@@ -131,11 +131,9 @@ def test_predict_from_a_manifest_with_its_liver_masks(tiny_runs: dict[str, Path]
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--threshold", "2"], "--threshold must be in"),
-    ([], "give --lesion-model"),
     (["--lesion-model", "LIVER"], "this is a liver model; give a lesion model"),
     (["--lesion-model", "GARBAGE"], "GARBAGE.pt"),
     (["--lesion-model", "LESION", "--case-id", "a", "CT"], "go with a single input"),
-    (["--lesion-model", "LESION"], "give --liver-model"),
     (["--lesion-model", "LESION", "--manifest", "CT"], "either --manifest or INPUT"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tiny_runs: dict[str, Path], tmp_path: Path,

@@ -112,3 +112,23 @@ def test_new_lesion_complete_response_and_two_targets() -> None:
     result = _response(three, grown)
     assert result["target_lesions"] == [1, 2] and result["recist_category"] == "SD"
     assert result["sum_diameters_baseline_mm"] == pytest.approx(70 * math.sqrt(2), abs=0.01)
+
+
+def test_progression_is_measured_from_the_nadir() -> None:
+    # Side 30 at baseline (42.4 mm); a tp1 sum of side 15 (21.2 mm) is the nadir. At tp2 side
+    # 20 (28.3 mm): -33% from baseline, but +33% and +7.1 mm over the nadir: PD, not PR.
+    baseline, later = _squares((1, 10, 10, 30)), _squares((1, 10, 10, 20))
+    links = link_lesions(baseline, later, SPACING)
+    measures = measure_lesions(baseline, SPACING), measure_lesions(later, SPACING)
+    nadir = 15 * math.sqrt(2)
+    result = response(links, *measures, earlier_sums_mm=(nadir,))
+    assert result["nadir_sum_mm"] == pytest.approx(nadir, abs=0.01)
+    assert result["sum_change_pct"] == pytest.approx(-100 / 3, abs=0.01)
+    assert result["recist_category"] == "PD"
+    # Side 18 at tp2 (+20%, but only +4.2 mm over the nadir): PR from baseline (-40%).
+    small = _squares((1, 10, 10, 18))
+    assert response(link_lesions(baseline, small, SPACING), measures[0],
+                    measure_lesions(small, SPACING), earlier_sums_mm=(nadir,))[
+        "recist_category"] == "PR"
+    # Without an earlier follow-up the baseline is the nadir: PR.
+    assert response(links, *measures)["recist_category"] == "PR"

@@ -84,3 +84,62 @@ def test_a_failed_registration_is_refused(cohort: Path, tmp_path: Path) -> None:
     missing = runner.invoke(app, ["track", "--out", str(tmp_path / "o2"),
                                   "--baseline-lesions", str(base / "lesions.nii.gz")])
     assert missing.exit_code == 2 and "--followup-liver" in missing.stderr
+
+
+def test_later_followups_are_judged_against_the_nadir(cohort: Path, tmp_path: Path) -> None:
+    # synth001 at tp2 = its tp1 again: the same links and category; the nadir is the smaller
+    # of the baseline and tp1 sums, i.e. tp1's (a partial response).
+    rows = list(csv.DictReader((cohort / "manifest.csv").open()))
+    mine = [r for r in rows if r["patient_id"] == "synth001"]
+    tp1 = next(r for r in mine if r["timepoint"] == "tp1")
+    base = cohort
+    for row in mine:
+        for column in ("image", "liver_mask", "lesion_mask"):
+            row[column] = str((base / row[column]).resolve())
+    mine.append({**tp1, "timepoint": "tp2"})
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(mine)
+    result = runner.invoke(app, ["track", "--manifest", str(manifest), "--out",
+                                 str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["synth001"]
+    assert summary["later"]["tp2"]["recist_category"] == summary["recist_category"] == "PR"
+    first = json.loads((tmp_path / "out" / "synth001" / "response.json").read_text())
+    later = json.loads((tmp_path / "out" / "synth001" / "tp2" / "response.json").read_text())
+    assert first["nadir_sum_mm"] == first["sum_diameters_baseline_mm"]
+    assert later["nadir_sum_mm"] == first["sum_diameters_followup_mm"]
+    assert later["sum_diameters_followup_mm"] == first["sum_diameters_followup_mm"]
+
+
+def test_ct_of_another_patient_is_refused(tmp_path: Path) -> None:
+    from livermets.datasets.ircadb import import_ircadb
+    from tests.conftest import shared_path
+
+    folders = {}
+    for name in ("3Dircadb1.17", "3Dircadb1.7"):
+        source = shared_path("ircadb", name)
+        import_ircadb(source, tmp_path / name, overwrite=True)
+        folders[name] = (source / "PATIENT_DICOM", tmp_path / name / name)
+    (b_ct, b_masks), (f_ct, f_masks) = folders["3Dircadb1.17"], folders["3Dircadb1.7"]
+    result = runner.invoke(app, [
+        "track", "--out", str(tmp_path / "out"),
+        "--baseline", str(b_ct), "--baseline-lesions", str(b_masks / "lesions.nii.gz"),
+        "--baseline-liver", str(b_masks / "liver.nii.gz"),
+        "--followup", str(f_ct), "--followup-lesions", str(f_masks / "lesions.nii.gz"),
+        "--followup-liver", str(f_masks / "liver.nii.gz")])
+    assert result.exit_code == 2
+    assert "'liver_17^patient'" in result.stderr and "'liver_07^patient'" in result.stderr
+    assert "PatientName" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    # A mask that is not on its CT's grid is refused too.
+    wrong = runner.invoke(app, [
+        "track", "--out", str(tmp_path / "out"),
+        "--baseline", str(b_ct), "--baseline-lesions", str(f_masks / "lesions.nii.gz"),
+        "--baseline-liver", str(b_masks / "liver.nii.gz"),
+        "--followup-lesions", str(f_masks / "lesions.nii.gz"),
+        "--followup-liver", str(f_masks / "liver.nii.gz")])
+    assert wrong.exit_code == 2 and "baseline lesion mask is not on the baseline CT" in (
+        wrong.stderr)

@@ -31,10 +31,11 @@ Tolerances (a series outside them is refused with an `InputError` naming the pro
   the last slice's values); a WARNING is logged and metadata `resampled_z` is "true".
 
 Metadata of the returned volume: `format` ("dicom"), `source` (the folder), `modality`,
-`study_instance_uid`, `series_instance_uid`, `series_description`, `patient_id` (when
-present), `resampled_z` (only when resampled) and `sop_instance_uids`: a JSON list of the
-SOPInstanceUIDs of the sorted source slices (index k is slice k unless `resampled_z`), needed
-to write a DICOM Segmentation that references the CT; `referenced_sop_instance_uids` parses it.
+`study_instance_uid`, `series_instance_uid`, `series_description`, `patient_id` and
+`patient_name` (when present), `resampled_z` (only when resampled) and `sop_instance_uids`: a
+JSON list of the SOPInstanceUIDs of the sorted source slices (index k is slice k unless
+`resampled_z`), needed to write a DICOM Segmentation that references the CT;
+`referenced_sop_instance_uids` parses it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ _HEADER_TAGS = [
     "SeriesInstanceUID",
     "SeriesDescription",
     "PatientID",
+    "PatientName",
     "ImagePositionPatient",
     "ImageOrientationPatient",
     "PixelSpacing",
@@ -121,6 +123,7 @@ class SeriesInfo:
     modality: str
     description: str
     patient_id: str
+    patient_name: str
     files: tuple[Path, ...] = field(repr=False)
     slices: tuple[SliceHeader, ...] = field(repr=False)
     orientation: str
@@ -310,6 +313,7 @@ def _series_info(uid: str, members: list[tuple[Path, Any]]) -> SeriesInfo:
         modality=str(first.get("Modality", "") or ""),
         description=str(first.get("SeriesDescription", "") or "").strip(),
         patient_id=str(first.get("PatientID", "") or "").strip(),
+        patient_name=str(first.get("PatientName", "") or "").strip(),
         files=tuple(p for p, _ in members),
         slices=slices,
         orientation=_orientation_label(slices),
@@ -601,6 +605,8 @@ def _metadata(root: Path, plan: _Plan) -> dict[str, str]:
     }
     if series.patient_id:
         metadata["patient_id"] = series.patient_id
+    if series.patient_name:
+        metadata["patient_name"] = series.patient_name
     if plan.resample_from is not None:
         metadata["resampled_z"] = "true"
     return metadata

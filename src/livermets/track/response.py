@@ -8,8 +8,9 @@ RECIST 1.1 (Eisenhauer et al. 2009), as far as it applies to liver-only assessme
   a target that split counts the sum of its parts; one merged into another counts 0 (the
   merged lesion's diameter is the other target's).
 - CR: every baseline lesion disappeared and no new lesion. PD: a new lesion, or the sum grew by
-  >= 20% and >= 5 mm (against baseline, the nadir when there are two time points). PR: the sum
-  fell by >= 30%. SD otherwise.
+  >= 20% and >= 5 mm over the nadir: the smallest sum so far (baseline and earlier follow-ups;
+  the baseline alone at the first follow-up). PR: the sum fell by >= 30% from baseline. SD
+  otherwise.
 - Out of scope: lymph nodes (short axis), non-target lesions' unequivocal progression, and
   confirmation scans.
 
@@ -42,8 +43,13 @@ class ResponseSettings:
 
 def response(links: list[LesionLink], baseline: dict[int, LesionMeasurement],
              followup: dict[int, LesionMeasurement],
-             settings: ResponseSettings | None = None) -> dict[str, Any]:
-    """The response.json content for matched lesions (see the module docstring)."""
+             settings: ResponseSettings | None = None, *,
+             earlier_sums_mm: tuple[float, ...] = ()) -> dict[str, Any]:
+    """The response.json content for matched lesions (see the module docstring).
+
+    `earlier_sums_mm`: the target sums (mm) of earlier follow-ups of the same baseline, for the
+    nadir; empty at the first follow-up.
+    """
     settings = settings or ResponseSettings()
     measurable = sorted((b for b in baseline.values()
                          if b.longest_diameter_mm >= settings.measurable_mm),
@@ -61,10 +67,12 @@ def response(links: list[LesionLink], baseline: dict[int, LesionMeasurement],
     vanished_all = bool(baseline) and all(
         link.status == "disappeared" for link in links if link.baseline_id is not None)
     change = (after - before) / before if before > 0 else 0.0
+    nadir = min((before, *earlier_sums_mm))
+    grew = (after - nadir) / nadir if nadir > 0 else (float("inf") if after > 0 else 0.0)
     if vanished_all and new == 0:
         category = "CR"
-    elif new > 0 or (before > 0 and change >= settings.pd_change
-                     and after - before >= settings.pd_absolute_mm):
+    elif new > 0 or (before > 0 and grew >= settings.pd_change
+                     and after - nadir >= settings.pd_absolute_mm):
         category = "PD"
     elif before > 0 and change <= settings.pr_change:
         category = "PR"
@@ -87,6 +95,7 @@ def response(links: list[LesionLink], baseline: dict[int, LesionMeasurement],
         "sum_diameters_baseline_mm": round(before, 2),
         "sum_diameters_followup_mm": round(after, 2),
         "sum_change_pct": round(100.0 * change, 2) if before > 0 else None,
+        "nadir_sum_mm": round(nadir, 2),
         "new_lesions": new,
         "volume_baseline_ml": round(volume_before, 4), "volume_followup_ml": round(volume_after, 4),
         "volume_change_pct": round(100.0 * volume_change, 2) if volume_before > 0 else None,

@@ -43,18 +43,42 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TimepointInput:
-    """One time point's files: the lesion instance (or binary) mask and the liver mask."""
+    """One time point's files: the lesion instance (or binary) mask, the liver mask, and the CT.
+
+    The CT is optional. Given, the masks must lie on its grid, its DICOM PatientID is checked
+    against the other time point's, and a missing liver mask is segmented from it by a liver
+    model.
+    """
 
     lesions: Path
-    liver: Path
+    liver: Path | None = None
+    image: Path | None = None
 
 
-def _read_pair(point: TimepointInput, what: str) -> tuple[Volume, Volume]:
-    lesions, liver = read_image(point.lesions), read_image(point.liver)
-    difference = lesions.geometry.difference(liver.geometry)
-    if difference is not None:
-        raise InputError(f"the {what} lesion and liver masks are on different grids "
-                         f"({difference})")
+@dataclass(frozen=True)
+class _Timepoint:
+    lesions: Volume
+    liver: Volume
+    patient: dict[str, str]  # DICOM tag -> value, for the tags of `_PATIENT_TAGS` present
+
+
+def _read_timepoint(point: TimepointInput, what: str, liver_model: PathLike | None
+                    ) -> _Timepoint:
+    lesions = read_image(point.lesions)
+    ct = read_image(point.image) if point.image is not None else None
+    if point.liver is not None:
+        liver = read_image(point.liver)
+    elif ct is not None:
+        liver = ct.with_array(_segment_liver(ct, liver_model))
+    else:
+        raise InputError(f"give the {what} liver mask, or the {what} CT so that a liver model "
+                         "can segment it")
+    for name, mask in (("liver", liver), ("lesion", lesions)):
+        reference, against = (ct, "CT") if ct is not None else (lesions, "lesion mask")
+        difference = reference.geometry.difference(mask.geometry)
+        if difference is not None:
+            raise InputError(f"the {what} {name} mask is not on the {what} {against}'s grid "
+                             f"({difference})")
     array = lesions.array
     if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
         raise InputError(f"the {what} lesion mask holds {array.dtype} values; give a binary "
@@ -63,27 +87,61 @@ def _read_pair(point: TimepointInput, what: str) -> tuple[Volume, Volume]:
     # components numbered by decreasing volume.
     labels = (array.astype(np.int32) if array.size and array.max() > 1
               else instance_labels(array, lesions.spacing).astype(np.int32))
-    return lesions.with_array(labels), liver
+    patient = {tag: ct.metadata[key] for tag, key in _PATIENT_TAGS
+               if ct is not None and ct.metadata.get(key)}
+    return _Timepoint(lesions.with_array(labels), liver, patient)
+
+
+#: DICOM tags naming the patient, in the order they are compared (IRCADb has no PatientID).
+_PATIENT_TAGS = (("PatientID", "patient_id"), ("PatientName", "patient_name"))
+
+
+def _check_same_patient(base: _Timepoint, follow: _Timepoint) -> None:
+    """InputError when the two CTs name different patients (first tag both carry)."""
+    for tag, _ in _PATIENT_TAGS:
+        if tag in base.patient and tag in follow.patient:
+            if base.patient[tag] != follow.patient[tag]:
+                raise InputError(f"the baseline CT is of patient {base.patient[tag]!r} and the "
+                                 f"follow-up CT of patient {follow.patient[tag]!r} (DICOM "
+                                 f"{tag}); give two scans of one patient")
+            return
+
+
+def _segment_liver(ct: Volume, liver_model: PathLike | None) -> np.ndarray:
+    """The liver mask of `ct` from `liver_model` (default: the shipped starter model)."""
+    from livermets.infer.liver import segment_liver
+    from livermets.models.saved import load_model
+    from livermets.models.starter import starter_model_path
+
+    model = load_model(liver_model or starter_model_path("liver"), expected_task="liver")
+    return segment_liver(model, ct.array)
 
 
 def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathLike, *,
-                  tolerance_mm: float = DEFAULT_TOLERANCE_MM) -> dict[str, Any]:
-    """Match and judge one patient; write its folder; return the response dict."""
-    base_lesions, base_liver = _read_pair(baseline, "baseline")
-    follow_lesions, follow_liver = _read_pair(followup, "follow-up")
-    registration = register_livers(base_liver, follow_liver)
-    moved = resample_labels(follow_lesions, base_lesions, registration.transform)
-    links = link_lesions(base_lesions.array, moved.array, base_lesions.spacing,
+                  tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+                  earlier_sums_mm: tuple[float, ...] = (),
+                  liver_model: PathLike | None = None) -> dict[str, Any]:
+    """Match and judge one patient; write its folder; return the response dict.
+
+    `earlier_sums_mm`: target sums of earlier follow-ups (for RECIST's nadir); `liver_model`:
+    segments a CT given without its liver mask (default: the starter model).
+    """
+    base = _read_timepoint(baseline, "baseline", liver_model)
+    follow = _read_timepoint(followup, "follow-up", liver_model)
+    _check_same_patient(base, follow)
+    registration = register_livers(base.liver, follow.liver)
+    moved = resample_labels(follow.lesions, base.lesions, registration.transform)
+    links = link_lesions(base.lesions.array, moved.array, base.lesions.spacing,
                          tolerance_mm=tolerance_mm)
-    base_measures = measure_lesions(base_lesions.array, base_lesions.spacing)
-    follow_measures = measure_lesions(follow_lesions.array, follow_lesions.spacing)
-    result = response(links, base_measures, follow_measures) | {
+    base_measures = measure_lesions(base.lesions.array, base.lesions.spacing)
+    follow_measures = measure_lesions(follow.lesions.array, follow.lesions.spacing)
+    result = response(links, base_measures, follow_measures,
+                      earlier_sums_mm=earlier_sums_mm) | {
         "registration": {"liver_dice_before": registration.liver_dice_before,
                          "liver_dice_after": registration.liver_dice_after,
                          "transform": "transform.tfm"},
         "matching_tolerance_mm": tolerance_mm,
-        "baseline": {"lesions": str(baseline.lesions), "liver": str(baseline.liver)},
-        "followup": {"lesions": str(followup.lesions), "liver": str(followup.liver)}}
+        "baseline": _describe(baseline), "followup": _describe(followup)}
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(folder / "matches.csv", match_rows(links, base_measures, follow_measures),
@@ -94,15 +152,22 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
     return result
 
 
+def _describe(point: TimepointInput) -> dict[str, str | None]:
+    return {"lesions": str(point.lesions),
+            "liver": str(point.liver) if point.liver else "segmented from the CT",
+            "image": str(point.image) if point.image else None}
+
+
 def track_manifest(manifest: PathLike, out: PathLike, *,
                    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
                    predictions: Path | None = None) -> dict[str, Any]:
-    """Every patient with a baseline and a follow-up (both with lesion and liver masks).
+    """Every patient with a baseline and follow-ups (each with lesion and liver masks).
 
     The masks are the manifest's columns, or with `predictions` the `livermets predict`
-    outputs `predictions/<case_id>/{lesions,liver}.nii.gz`. The first follow-up (tp1, else the
-    lowest tpN) is compared with the baseline. A patient that fails (e.g. registration) is
-    reported and the others go on.
+    outputs `predictions/<case_id>/{lesions,liver}.nii.gz`. Each follow-up is compared with
+    the baseline: the first (tp1, else the lowest tpN) in `OUT/<patient>/`, later ones in
+    `OUT/<patient>/<tpN>/`, their RECIST PD judged against the nadir of the earlier sums. A
+    patient that fails (e.g. registration) is reported and the others go on.
     """
     by_patient: dict[str, dict[str, Any]] = defaultdict(dict)
     for row in read_manifest(manifest):
@@ -113,29 +178,50 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
         if "baseline" not in rows or not followups:
             results[patient] = {"status": "skipped", "reason": "no baseline and follow-up pair"}
             continue
-        pair = [rows["baseline"], rows[followups[0]]]
-        if predictions is not None:
-            inputs = [TimepointInput(predictions / r.case_id / "lesions.nii.gz",
-                                     predictions / r.case_id / "liver.nii.gz") for r in pair]
-            missing = [str(p) for i in inputs for p in (i.lesions, i.liver) if not p.is_file()]
-        else:
-            missing = [f"{r.case_id} {c}" for r in pair for c in ("lesion_mask", "liver_mask")
-                       if getattr(r, c) is None]
-            inputs = [TimepointInput(r.lesion_mask, r.liver_mask) for r in pair]
+        inputs, missing = {}, []
+        for timepoint in ("baseline", *followups):
+            row = rows[timepoint]
+            if predictions is not None:
+                point = TimepointInput(predictions / row.case_id / "lesions.nii.gz",
+                                       predictions / row.case_id / "liver.nii.gz")
+                missing += [str(p) for p in (point.lesions, point.liver)
+                            if p is None or not p.is_file()]
+            else:
+                missing += [f"{row.case_id} {c}" for c in ("lesion_mask", "liver_mask")
+                            if getattr(row, c) is None]
+                point = TimepointInput(row.lesion_mask, row.liver_mask)
+            inputs[timepoint] = point
         if missing:
             results[patient] = {"status": "skipped", "reason": "missing " + ", ".join(missing)}
             continue
-        first, second = inputs
-        try:
-            answer = track_patient(first, second, Path(out) / patient,
-                                   tolerance_mm=tolerance_mm)
-        except InputError as error:
-            logger.error("%s: %s", patient, error)
-            results[patient] = {"status": "failed", "error": str(error)}
-            continue
-        results[patient] = {"status": "done", "followup": followups[0],
-                            "recist_category": answer["recist_category"],
-                            "sum_change_pct": answer["sum_change_pct"],
-                            "volume_change_pct": answer["volume_change_pct"],
-                            "liver_dice_after": answer["registration"]["liver_dice_after"]}
+        results[patient] = _track_followups(patient, inputs, followups, Path(out),
+                                            tolerance_mm)
     return results
+
+
+def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups: list[str],
+                     out: Path, tolerance_mm: float) -> dict[str, Any]:
+    """Baseline against each follow-up in turn; the first follow-up's summary, later ones
+    under `later`."""
+    sums: list[float] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for index, timepoint in enumerate(followups):
+        folder = out / patient if index == 0 else out / patient / timepoint
+        try:
+            answer = track_patient(inputs["baseline"], inputs[timepoint], folder,
+                                   tolerance_mm=tolerance_mm, earlier_sums_mm=tuple(sums))
+        except InputError as error:
+            logger.error("%s %s: %s", patient, timepoint, error)
+            summaries[timepoint] = {"status": "failed", "error": str(error)}
+            continue
+        sums.append(answer["sum_diameters_followup_mm"])
+        summaries[timepoint] = {"status": "done", "followup": timepoint,
+                                "recist_category": answer["recist_category"],
+                                "sum_change_pct": answer["sum_change_pct"],
+                                "volume_change_pct": answer["volume_change_pct"],
+                                "liver_dice_after": answer["registration"]["liver_dice_after"]}
+    first, *later = followups
+    result = dict(summaries[first])
+    if later:
+        result["later"] = {tp: summaries[tp] for tp in later}
+    return result

@@ -1,0 +1,189 @@
+"""Train the starter models that ship with livermets (a liver model and a No-TL lesion model).
+
+One command, re-runnable by anyone with the public data in ../shared/data:
+
+    .venv/bin/python scripts/train_starter_models.py --work /tmp/starter [--install]
+
+Training data (written under WORK/data, manifest WORK/data/train.csv):
+- a generated cohort of `--patients` patients at 512x512, both centres, baseline and tp1; its
+  last `--validation-patients` patients validate both models;
+- the real labelled CTs: 3D-IRCADb-01 1.17 (liver + 2 lesions), the CRLM-CT-1100 atlas (liver +
+  1 metastasis) and the TotalSegmentator example's 30 labelled slices (liver);
+- lesion insertion: `--copies` copies of each real CT with 1-4 lesions painted into its liver
+  (`livermets.datasets.insert`): half generated shapes, half the real lesion shapes of the 16
+  masks-only IRCADb patients.
+Held out of both models: 3D-IRCADb-01 1.7 (the liver model's test case; it has no liver lesion)
+and the CRLM-CT-1004/1006 CTs (no reference masks; the model card shows predictions on them).
+
+Both models train with `balance_centers`, so each source (generated centres A and B, IRCAD,
+CRLM, TotalSeg) gets the same share of every epoch. Settings: `STARTER_SETTINGS`, any field
+overridable with `--liver-set k=v` / `--lesion-set k=v`.
+
+Outputs: WORK/liver/ and WORK/lesion/ (run folders), and with `--install` the best models as
+float16 in `src/livermets/models/starter/{liver,lesion}.pt`, each with a `provenance` entry in
+its run record (data sources and licences, settings, this command, the git commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livermets.config import make_train_config, parse_assignments
+from livermets.datasets.insert import InsertSettings, insert_lesions, shape_bank
+from livermets.datasets.ircadb import import_ircadb
+from livermets.datasets.public import crlm_atlas, totalsegmentator_example
+from livermets.datasets.synth import generate_cohort
+from livermets.io import read_image, write_image
+from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
+from livermets.models.saved import load_model, save_model
+from livermets.models.starter import STARTER_DIR
+from livermets.train.records import git_commit
+from livermets.train.trainer import train
+
+logger = logging.getLogger("train_starter_models")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+STARTER_SETTINGS: dict[str, dict[str, Any]] = {
+    "liver": {"task": "liver", "arch": "unet", "image_size": 128, "base_width": 16,
+              "epochs": 40, "slices_per_epoch": 600, "balance_centers": True},
+    "lesion": {"task": "lesion", "arch": "unet", "image_size": 192, "base_width": 16,
+               "epochs": 30, "slices_per_epoch": 512, "balance_centers": True},
+}
+
+SOURCES = {
+    "generated": "livermets synth (seed 0), generated in this run; no licence restriction",
+    "3Dircadb1.17": "3D-IRCADb-01 patient 1.17, IRCAD France, CC BY-NC-ND 4.0",
+    "crlm1100": "TCIA Colorectal-Liver-Metastases CRLM-CT-1100 atlas (Simpson et al., "
+                "doi:10.7937/QXK2-QG03), CC BY 4.0",
+    "totalseg": "TotalSegmentator example CT (Wasserthal et al.), CC BY 4.0",
+    "lesion shapes": "3D-IRCADb-01 masks-only patients (lesion shapes only), CC BY-NC-ND 4.0",
+}
+
+
+def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,
+                        copies: int, seed: int) -> Path:
+    """Write every training CT and mask under `work` and return the manifest's path."""
+    cohort = generate_cohort(work / "synth", patients=patients, matrix=512, seed=seed,
+                             overwrite=True)
+    held = {f"synth{i:03d}" for i in range(patients - validation + 1, patients + 1)}
+    rows = [ManifestRow(**{**r.__dict__, "split": "validation" if r.patient_id in held
+                           else "training"}) for r in read_manifest(cohort.manifest)]
+    ircadb = import_ircadb(shared / "ircadb" / "3Dircadb1.17", work / "ircadb17", overwrite=True)
+    assert ircadb.manifest is not None
+    real = [ManifestRow(**{**r.__dict__, "split": "training"})
+            for r in read_manifest(ircadb.manifest)]
+    real.append(crlm_atlas(shared / "crlm" / "CRLM-CT-1100_atlas_ct.nii.gz",
+                           shared / "crlm" / "CRLM-CT-1100_atlas_seg.nii.gz", work / "crlm1100"))
+    example = shared / "fixtures" / "totalsegmentator"
+    real.append(totalsegmentator_example(example / "example_ct.nii.gz",
+                                         example / "example_seg.nii.gz", work / "totalseg"))
+    masks_only = import_ircadb(shared / "ircadb" / "masks-only", work / "masks-only",
+                               overwrite=True)
+    shape_maps = [read_image(case.lesion_mask) for case in masks_only.cases if case.lesion_mask]
+    rng = np.random.default_rng(seed)
+    for row in real:
+        rows.append(row)
+        rows += _inserted_copies(row, work / "inserted", shape_maps, copies, rng)
+    return write_manifest(rows, work / "train.csv")
+
+
+def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies: int,
+                     rng: np.random.Generator) -> list[ManifestRow]:
+    """`copies` versions of a real CT with lesions inserted into its liver."""
+    assert row.liver_mask is not None
+    ct, liver = read_image(row.image), read_image(row.liver_mask)
+    existing = read_image(row.lesion_mask) if row.lesion_mask else None
+    bank = shape_bank(shape_maps, ct.spacing)
+    made = []
+    for copy in range(1, copies + 1):
+        name = f"{row.patient_id}-ins{copy}"
+        new, labels = insert_lesions(ct, liver, rng, InsertSettings(), existing=existing,
+                                     shapes=bank)
+        image = write_image(new, out / name / "ct.nii.gz")
+        lesions = write_image(ct.with_array(labels), out / name / "lesions.nii.gz")
+        made.append(ManifestRow(patient_id=name, timepoint="baseline", image=image,
+                                center=row.center, liver_mask=row.liver_mask,
+                                lesion_mask=lesions, split="training"))
+        logger.info("%s: %d lesion(s)", name, int(labels.max()))
+    return made
+
+
+def lesion_rows(manifest: Path, work: Path) -> Path:
+    """The lesion model's manifest: the rows that have a lesion mask."""
+    rows = [r for r in read_manifest(manifest) if r.lesion_mask is not None]
+    return write_manifest(rows, work / "train_lesion.csv")
+
+
+def install(run: Path, task: str, provenance: dict[str, Any]) -> Path:
+    """Store the run's best model as float16 in the package, provenance added to its record."""
+    saved = load_model(run / "model.pt", expected_task=task)
+    record = saved.record | {"provenance": provenance}
+    return save_model(STARTER_DIR / f"{task}.pt", saved.model, arch=saved.arch,
+                      options=saved.options, task=task, preprocessing=saved.preprocessing,
+                      record=record, half=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--patients", type=int, default=16)
+    parser.add_argument("--validation-patients", type=int, default=2)
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=["liver", "lesion"],
+                        choices=("liver", "lesion"))
+    parser.add_argument("--liver-set", action="append", default=[])
+    parser.add_argument("--lesion-set", action="append", default=[])
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="Use WORK/data/train.csv from an earlier run.")
+    parser.add_argument("--install", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = args.work / "data"
+    tic = time.perf_counter()
+    manifest = data / "train.csv"
+    if not (args.reuse_data and manifest.is_file()):
+        manifest = build_training_data(args.shared, data, patients=args.patients,
+                                       validation=args.validation_patients, copies=args.copies,
+                                       seed=args.seed)
+    logger.info("training data ready in %.0f s: %s", time.perf_counter() - tic, manifest)
+    overrides = {"liver": parse_assignments(args.liver_set),
+                 "lesion": parse_assignments(args.lesion_set)}
+    for task in args.tasks:
+        config = make_train_config(STARTER_SETTINGS[task] | overrides[task])
+        task_manifest = manifest if task == "liver" else lesion_rows(manifest, data)
+        tic = time.perf_counter()
+        result = train(task_manifest, args.work / task, config, overwrite=True)
+        seconds = time.perf_counter() - tic
+        logger.info("%s: best epoch %d, validation Dice %.3f, %.0f s", task,
+                    result.best_epoch, result.best_val_dice, seconds)
+        if args.install:
+            provenance = {
+                "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                "git_commit": git_commit(), "sources": SOURCES,
+                "held_out": ["3Dircadb1.7", "CRLM-CT-1004", "CRLM-CT-1006"],
+                "settings": config.to_dict(), "insertion": InsertSettings().__dict__,
+                "generated_patients": args.patients, "copies": args.copies,
+                "train_seconds": round(seconds), "best_epoch": result.best_epoch,
+                "best_val_dice": round(result.best_val_dice, 4),
+            }
+            path = install(args.work / task, task, provenance)
+            logger.info("installed %s (%.1f MB)", path, path.stat().st_size / 1e6)
+        (args.work / f"{task}_result.json").write_text(json.dumps(
+            {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
+             "seconds": round(seconds), "stop_reason": result.stop_reason}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
