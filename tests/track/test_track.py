@@ -3,6 +3,7 @@ through a shifted and rotated follow-up; and a failed registration is refused.""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from livermets.cli import app
 from livermets.datasets.synth import generate_cohort
 from livermets.io.image import read_image, write_image
+from livermets.report.follow_up import lesion_pairs
 
 runner = CliRunner()
 
@@ -63,7 +65,21 @@ def test_track_recovers_the_true_links_and_categories(cohort: Path, tmp_path: Pa
             "liver_dice_before"]
         categories.add(answer["recist_category"])
         assert (out / patient_id / "transform.tfm").is_file()
+        _check_pictures(out / patient_id)
     assert categories == {"PR", "PD", "CR"}
+
+
+def _check_pictures(folder: Path) -> None:
+    """The report's picture pairs: the largest persistent lesions, in order, as PNGs."""
+    rows = list(csv.DictReader((folder / "matches.csv").open()))
+    persistent = sorted((r for r in rows if r["status"] == "persistent"),
+                        key=lambda r: -float(r["baseline_diameter_mm"]))
+    pictures = lesion_pairs(folder)
+    assert [(p["baseline_id"], p["followup_id"]) for p in pictures] == [
+        (int(r["baseline_lesion_id"]), int(r["followup_lesion_id"])) for r in persistent[:3]]
+    for picture in pictures:
+        png = base64.b64decode(picture["uri"].split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_a_failed_registration_is_refused(cohort: Path, tmp_path: Path) -> None:

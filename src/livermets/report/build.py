@@ -31,6 +31,7 @@ from livermets.io.manifest import read_manifest
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
 from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
+from livermets.report.follow_up import lesion_pairs
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,18 @@ def _follow_up_context(follow_up: dict[str, Any] | None) -> Row | None:
              and follow_up[models[0]].get(p, {}).get("recist_category")
              == reference[p].get("recist_category")]
     done = [p for p in reference if reference[p].get("status") == "done"]
+    pairs = []
+    for patient in sorted(reference):
+        # The first model's masks where its tracking succeeded, else the reference's.
+        for source in [*models[:1], "reference"]:
+            result = follow_up[source].get(patient, {})
+            if result.get("status") == "done" and result.get("folder"):
+                pictures = lesion_pairs(Path(result["folder"]))
+                if pictures:
+                    pairs.append({"patient": patient, "source": source, "pictures": pictures})
+                break
     return {"models": models, "rows": rows, "agreement": f"{len(agree)}/{len(done)}",
-            "waterfall": waterfall(changes, predicted) if changes else None}
+            "waterfall": waterfall(changes, predicted) if changes else None, "pairs": pairs}
 
 
 def _png_uri(path: Path) -> str:

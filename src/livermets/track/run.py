@@ -79,17 +79,22 @@ def _read_timepoint(point: TimepointInput, what: str, liver_model: PathLike | No
         if difference is not None:
             raise InputError(f"the {what} {name} mask is not on the {what} {against}'s grid "
                              f"({difference})")
-    array = lesions.array
-    if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
-        raise InputError(f"the {what} lesion mask holds {array.dtype} values; give a binary "
-                         "mask or an instance label map")
-    # An instance map keeps its ids (the user's lesion numbers); a binary mask is split into
-    # components numbered by decreasing volume.
-    labels = (array.astype(np.int32) if array.size and array.max() > 1
-              else instance_labels(array, lesions.spacing).astype(np.int32))
     patient = {tag: ct.metadata[key] for tag, key in _PATIENT_TAGS
                if ct is not None and ct.metadata.get(key)}
-    return _Timepoint(lesions.with_array(labels), liver, patient)
+    return _Timepoint(lesion_labels(lesions, what), liver, patient)
+
+
+def lesion_labels(lesions: Volume, what: str = "") -> Volume:
+    """The lesion ids `track` uses: an instance map keeps its ids (the user's lesion numbers);
+    a binary mask is split into components numbered by decreasing volume (int32)."""
+    array = lesions.array
+    if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
+        name = f"the {what} lesion mask" if what else "the lesion mask"
+        raise InputError(f"{name} holds {array.dtype} values; give a binary mask or an "
+                         "instance label map")
+    labels = (array.astype(np.int32) if array.size and array.max() > 1
+              else instance_labels(array, lesions.spacing).astype(np.int32))
+    return lesions.with_array(labels)
 
 
 #: DICOM tags naming the patient, in the order they are compared (IRCADb has no PatientID).
@@ -183,13 +188,13 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
             row = rows[timepoint]
             if predictions is not None:
                 point = TimepointInput(predictions / row.case_id / "lesions.nii.gz",
-                                       predictions / row.case_id / "liver.nii.gz")
+                                       predictions / row.case_id / "liver.nii.gz", row.image)
                 missing += [str(p) for p in (point.lesions, point.liver)
                             if p is None or not p.is_file()]
             else:
                 missing += [f"{row.case_id} {c}" for c in ("lesion_mask", "liver_mask")
                             if getattr(row, c) is None]
-                point = TimepointInput(row.lesion_mask, row.liver_mask)
+                point = TimepointInput(row.lesion_mask, row.liver_mask, row.image)
             inputs[timepoint] = point
         if missing:
             results[patient] = {"status": "skipped", "reason": "missing " + ", ".join(missing)}
@@ -216,6 +221,7 @@ def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups:
             continue
         sums.append(answer["sum_diameters_followup_mm"])
         summaries[timepoint] = {"status": "done", "followup": timepoint,
+                                "folder": str(folder),
                                 "recist_category": answer["recist_category"],
                                 "sum_change_pct": answer["sum_change_pct"],
                                 "volume_change_pct": answer["volume_change_pct"],
