@@ -497,6 +497,10 @@ def track(
     tolerance_mm: Annotated[
         float, typer.Option(help="Link non-overlapping lesions whose centres are this close.")
     ] = 15.0,
+    deformable: Annotated[
+        bool, typer.Option(help="Refine the affine alignment with a B-spline step (livers "
+                                "whose shape changed).")
+    ] = False,
 ) -> None:
     """Match each lesion between baseline and follow-up and judge the response (RECIST 1.1
     on the liver, and volumetric). Writes OUT/<patient_id>/matches.csv, response.json and
@@ -511,7 +515,8 @@ def track(
             if any(files):
                 raise InputError("give either --manifest or the baseline and follow-up files, "
                                  "not both")
-            return track_manifest(manifest, out, tolerance_mm=tolerance_mm)
+            return track_manifest(manifest, out, tolerance_mm=tolerance_mm,
+                                  deformable=deformable)
         if baseline_lesions is None or followup_lesions is None:
             raise InputError("give --manifest, or --baseline-lesions and --followup-lesions "
                              "with --baseline-liver and --followup-liver (or the CTs, "
@@ -522,7 +527,7 @@ def track(
         answer = track_patient(TimepointInput(baseline_lesions, baseline_liver, baseline),
                                TimepointInput(followup_lesions, followup_liver, followup),
                                out / patient_id, tolerance_mm=tolerance_mm,
-                               liver_model=liver_model)
+                               liver_model=liver_model, deformable=deformable)
         return {patient_id: {"status": "done", "recist_category": answer["recist_category"]}}
 
     summary = _run(body)

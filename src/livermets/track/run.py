@@ -125,16 +125,18 @@ def _segment_liver(ct: Volume, liver_model: PathLike | None) -> np.ndarray:
 def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathLike, *,
                   tolerance_mm: float = DEFAULT_TOLERANCE_MM,
                   earlier_sums_mm: tuple[float, ...] = (),
-                  liver_model: PathLike | None = None) -> dict[str, Any]:
+                  liver_model: PathLike | None = None,
+                  deformable: bool = False) -> dict[str, Any]:
     """Match and judge one patient; write its folder; return the response dict.
 
     `earlier_sums_mm`: target sums of earlier follow-ups (for RECIST's nadir); `liver_model`:
-    segments a CT given without its liver mask (default: the starter model).
+    segments a CT given without its liver mask (default: the starter model); `deformable`:
+    add the B-spline step to the registration.
     """
     base = _read_timepoint(baseline, "baseline", liver_model)
     follow = _read_timepoint(followup, "follow-up", liver_model)
     _check_same_patient(base, follow)
-    registration = register_livers(base.liver, follow.liver)
+    registration = register_livers(base.liver, follow.liver, deformable=deformable)
     moved = resample_labels(follow.lesions, base.lesions, registration.transform)
     links = link_lesions(base.lesions.array, moved.array, base.lesions.spacing,
                          tolerance_mm=tolerance_mm)
@@ -144,7 +146,7 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
                       earlier_sums_mm=earlier_sums_mm) | {
         "registration": {"liver_dice_before": registration.liver_dice_before,
                          "liver_dice_after": registration.liver_dice_after,
-                         "transform": "transform.tfm"},
+                         "deformable": deformable, "transform": "transform.tfm"},
         "matching_tolerance_mm": tolerance_mm,
         "baseline": _describe(baseline), "followup": _describe(followup)}
     folder = Path(out)
@@ -165,7 +167,8 @@ def _describe(point: TimepointInput) -> dict[str, str | None]:
 
 def track_manifest(manifest: PathLike, out: PathLike, *,
                    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
-                   predictions: Path | None = None) -> dict[str, Any]:
+                   predictions: Path | None = None, deformable: bool = False
+                   ) -> dict[str, Any]:
     """Every patient with a baseline and follow-ups (each with lesion and liver masks).
 
     The masks are the manifest's columns, or with `predictions` the `livermets predict`
@@ -200,12 +203,12 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
             results[patient] = {"status": "skipped", "reason": "missing " + ", ".join(missing)}
             continue
         results[patient] = _track_followups(patient, inputs, followups, Path(out),
-                                            tolerance_mm)
+                                            tolerance_mm, deformable)
     return results
 
 
 def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups: list[str],
-                     out: Path, tolerance_mm: float) -> dict[str, Any]:
+                     out: Path, tolerance_mm: float, deformable: bool) -> dict[str, Any]:
     """Baseline against each follow-up in turn; the first follow-up's summary, later ones
     under `later`."""
     sums: list[float] = []
@@ -214,7 +217,8 @@ def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups:
         folder = out / patient if index == 0 else out / patient / timepoint
         try:
             answer = track_patient(inputs["baseline"], inputs[timepoint], folder,
-                                   tolerance_mm=tolerance_mm, earlier_sums_mm=tuple(sums))
+                                   tolerance_mm=tolerance_mm, earlier_sums_mm=tuple(sums),
+                                   deformable=deformable)
         except InputError as error:
             logger.error("%s %s: %s", patient, timepoint, error)
             summaries[timepoint] = {"status": "failed", "error": str(error)}
