@@ -324,4 +324,5 @@ def _model_record(model: SavedModel) -> dict[str, Any]:
     return {"arch": model.arch, "task": model.task, "options": model.options,
             "preprocessing": model.preprocessing,
             "trained": {k: record[k] for k in ("git_commit", "best_epoch", "manifest_sha256",
-                                               "train_cases", "versions") if k in record}}
+                                               "train_cases", "versions", "provenance")
+                        if k in record}}
