@@ -91,7 +91,7 @@ def main() -> None:
         case = imported.cases[0]
         ct = read_image(case.image)
         tic_case = time.perf_counter()
-        predicted = segment_liver(model, ct.array, bf16=bf16)
+        predicted = segment_liver(model, ct.array, spacing=ct.spacing, bf16=bf16)
         scores[name] = {"dice": round(dice(predicted, read_image(case.liver_mask).array), 4),
                         "seconds": round(time.perf_counter() - tic_case, 1)}
     report = {"liver_dice": scores, "train_seconds": round(seconds, 1),

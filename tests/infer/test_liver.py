@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from livermets.errors import InputError
-from livermets.infer.liver import largest_filled_component, segment_liver
+from livermets.infer.liver import drop_dark_tissue, largest_filled_component, segment_liver
 from livermets.infer.slices import slice_probabilities
 from livermets.models import create_model
 from livermets.models.saved import SavedModel, load_model, save_model
@@ -51,4 +51,44 @@ def test_no_liver_and_wrong_task(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="found no liver"):
         largest_filled_component(np.zeros((2, 3, 3), bool))
     with pytest.raises(InputError, match="give a liver model"):
-        segment_liver(_saved(tmp_path, task="lesion"), np.zeros((2, 32, 32), np.int16))
+        segment_liver(_saved(tmp_path, task="lesion"), np.zeros((2, 32, 32), np.int16),
+                      spacing=(1.0, 1.0, 1.0))
+
+
+def test_dark_tissue_pressing_on_the_liver_is_cut_but_its_lesions_stay() -> None:
+    # 1 mm voxels. A liver block of 120 HU (z 5-35, y 20-80, x 20-80) with a lesion of 40 HU
+    # inside it and one at its edge (a 10 mm deep notch, open to the outside), and a mass of
+    # 40 HU pressing on its right side (x 80-120) that the model also called liver.
+    hu = np.full((40, 100, 140), -100, np.int16)
+    liver_true = np.zeros(hu.shape, bool)
+    liver_true[5:35, 20:80, 20:80] = True
+    hu[liver_true] = 120
+    inner = np.zeros(hu.shape, bool)
+    inner[15:25, 40:55, 40:55] = True
+    edge = np.zeros(hu.shape, bool)
+    edge[15:25, 20:30, 45:60] = True  # from the liver's top edge (y 20), 10 mm deep
+    mass = np.zeros(hu.shape, bool)
+    mass[5:35, 20:80, 80:120] = True
+    hu[inner | edge | mass] = 40
+    above = (liver_true & ~inner & ~edge) | mass  # the model: neither lesion, but the mass
+    sure = liver_true & ~inner & ~edge
+    sure[:, :, 70:80] = False  # the model is least sure next to the mass
+    liver = largest_filled_component(above)
+    out = drop_dark_tissue(liver, above | edge, sure, hu, (1.0, 1.0, 1.0)) > 0
+    # The 7 mm local mean mixes liver into the mass's first 3 voxels (x 80-82: at x 82 the
+    # mean is (1 * 120 + 6 * 40) / 7 = 51 HU, under 120 - 50 = 70; at x 80, (3 * 120 + 4 * 40)
+    # / 7 = 74 HU is kept): one voxel of the mass may stay, none beyond.
+    assert not out[:, :, 81:].any() and out[:, :, 80].sum() <= 30 * 60
+    assert out[inner].all()  # enclosed: filled back as a hole
+    # In a notch of the outline, and the model called it liver: back, but for the notch's
+    # mouth (y 20): a 15 mm ball centred 15 mm above the mouth touches it without entering
+    # the liver.
+    assert out[:, 21:, :][edge[:, 21:, :]].all()
+    mouth = np.zeros(hu.shape, bool)
+    mouth[15:25, 20, 45:60] = True
+    assert np.array_equal(out[:, :, :80], (liver_true & ~mouth)[:, :, :80])
+    # Without dark tissue nothing changes.
+    plain = largest_filled_component(liver_true)
+    assert np.array_equal(drop_dark_tissue(plain, liver_true, liver_true,
+                                           np.where(liver_true, 120, -100), (1.0, 1.0, 1.0)),
+                          plain)

@@ -158,7 +158,8 @@ class Predictor:
             liver = (liver_mask.array > 0).astype(np.uint8)
             source = "given"
         elif self.liver_model is not None:
-            liver = segment_liver(self.liver_model, hu, batch_size=self.settings.batch_size,
+            liver = segment_liver(self.liver_model, hu, spacing=ct.spacing,
+                                  batch_size=self.settings.batch_size,
                                   bf16=bf16)
             source = "model"
         else:

@@ -119,7 +119,7 @@ def _segment_liver(ct: Volume, liver_model: PathLike | None) -> np.ndarray:
     from livermets.models.starter import starter_model_path
 
     model = load_model(liver_model or starter_model_path("liver"), expected_task="liver")
-    return segment_liver(model, ct.array)
+    return segment_liver(model, ct.array, spacing=ct.spacing)
 
 
 def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathLike, *,
