@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,17 @@ def test_write_is_atomic_and_keeps_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["mask.nii.gz"]
+
+
+def test_atomic_files_get_the_permissions_of_a_plain_write(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_image(_volume(), tmp_path / "a.nii.gz")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.nii.gz").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o640
 
 
 def test_bool_mask_is_written_as_uint8(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` with the same suffix; rename it onto `path` on success.
 
     The parent folder is created if missing. On an exception the temporary file is removed
-    and `path` is left untouched.
+    and `path` is left untouched. The file gets the permissions a plain `open` would give it
+    (0666 less the umask), not the temporary file's 0600.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +50,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_umask())
         tmp.replace(target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
