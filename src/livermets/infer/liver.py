@@ -31,14 +31,14 @@ LIVER_NOTCH_MM = 15.0
 
 
 def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, spacing: Spacing,
-                  batch_size: int = 8, bf16: bool = False, threshold: float = LIVER_THRESHOLD
-                  ) -> npt.NDArray[np.uint8]:
+                  batch_size: int = 8, bf16: bool = False, threshold: float = LIVER_THRESHOLD,
+                  dark_tissue_rule: bool = True) -> npt.NDArray[np.uint8]:
     """The liver mask (z, y, x) uint8 of CT `hu` (z, y, x, HU; voxel `spacing` z, y, x mm).
 
     Probability > `threshold`, then the largest 3D connected component (26-connectivity) with
     holes filled slice by slice and in 3D (lesions inside the liver belong to it), then the
-    dark-tissue rule (module docstring). Raises `InputError` for a model of another task and
-    when no liver is found.
+    dark-tissue rule (module docstring; `dark_tissue_rule=False` skips it, for comparison).
+    Raises `InputError` for a model of another task and when no liver is found.
     """
     if model.task != "liver":
         raise InputError(f"this is a {model.task} model; give a liver model")
@@ -49,7 +49,8 @@ def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, spacing: Sp
             model, hu, lambda s: window(s, (low, high)), batch_size=batch_size, bf16=bf16):
         above[start : start + probability.shape[0]] = probability > threshold
         sure[start : start + probability.shape[0]] = probability > SURE_LIVER_PROBABILITY
-    return drop_dark_tissue(largest_filled_component(above), above, sure, hu, spacing)
+    liver = largest_filled_component(above)
+    return drop_dark_tissue(liver, above, sure, hu, spacing) if dark_tissue_rule else liver
 
 
 def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
