@@ -6,7 +6,7 @@ distance (mm) between where our transform and the generated truth (`tp1_from_bas
 the baseline lesions' centroids.
 
 Usage: .venv/bin/python benchmarks/track_registration.py --out /tmp/track_bench
-       [--patients 3] [--matrix 256]
+       [--patients 3] [--matrix 256] [--deformable]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--patients", type=int, default=3)
     parser.add_argument("--matrix", type=int, default=256)
+    parser.add_argument("--deformable", action="store_true",
+                        help="Add the B-spline step after the affine one.")
     args = parser.parse_args()
     cohort = args.out / "cohort"
     generate_cohort(cohort, patients=args.patients, matrix=args.matrix, overwrite=True)
@@ -36,7 +38,7 @@ def main() -> None:
         baseline = read_image(cohort / patient_id / "baseline" / "liver.nii.gz")
         followup = read_image(cohort / patient_id / "tp1" / "liver.nii.gz")
         tic = time.perf_counter()
-        result = register_livers(baseline, followup)
+        result = register_livers(baseline, followup, deformable=args.deformable)
         seconds = time.perf_counter() - tic
         matrix = np.array(patient["tp1_from_baseline"]["matrix"])
         errors = []
