@@ -60,6 +60,8 @@ STARTER_SETTINGS: dict[str, dict[str, Any]] = {
                "epochs": 30, "slices_per_epoch": 512, "balance_centers": True},
 }
 
+IRCADB_WITH_CT = ("3Dircadb1.7", "3Dircadb1.17")
+
 SOURCES = {
     "generated": "livermets synth (seed 0), generated in this run; no licence restriction",
     "3Dircadb1.17": "3D-IRCADb-01 patient 1.17, IRCAD France, CC BY-NC-ND 4.0",
@@ -71,17 +73,22 @@ SOURCES = {
 
 
 def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,
-                        copies: int, seed: int) -> Path:
-    """Write every training CT and mask under `work` and return the manifest's path."""
+                        copies: int, seed: int, ircadb: tuple[str, ...] = ("3Dircadb1.17",)
+                        ) -> Path:
+    """Write every training CT and mask under `work` and return the manifest's path.
+
+    `ircadb`: the 3D-IRCADb-01 patients with a CT to train on (the others are held out)."""
     cohort = generate_cohort(work / "synth", patients=patients, matrix=512, seed=seed,
                              overwrite=True)
     held = {f"synth{i:03d}" for i in range(patients - validation + 1, patients + 1)}
     rows = [ManifestRow(**{**r.__dict__, "split": "validation" if r.patient_id in held
                            else "training"}) for r in read_manifest(cohort.manifest)]
-    ircadb = import_ircadb(shared / "ircadb" / "3Dircadb1.17", work / "ircadb17", overwrite=True)
-    assert ircadb.manifest is not None
-    real = [ManifestRow(**{**r.__dict__, "split": "training"})
-            for r in read_manifest(ircadb.manifest)]
+    real = []
+    for name in ircadb:
+        imported = import_ircadb(shared / "ircadb" / name, work / name, overwrite=True)
+        assert imported.manifest is not None
+        real += [ManifestRow(**{**r.__dict__, "split": "training"})
+                 for r in read_manifest(imported.manifest)]
     real.append(crlm_atlas(shared / "crlm" / "CRLM-CT-1100_atlas_ct.nii.gz",
                            shared / "crlm" / "CRLM-CT-1100_atlas_seg.nii.gz", work / "crlm1100"))
     example = shared / "fixtures" / "totalsegmentator"
@@ -145,6 +152,8 @@ def main() -> None:
                         choices=("liver", "lesion"))
     parser.add_argument("--liver-set", action="append", default=[])
     parser.add_argument("--lesion-set", action="append", default=[])
+    parser.add_argument("--ircadb", nargs="+", default=["3Dircadb1.17"],
+                        help="IRCADb patients to train on (a leave-one-out check: 3Dircadb1.7).")
     parser.add_argument("--reuse-data", action="store_true",
                         help="Use WORK/data/train.csv from an earlier run.")
     parser.add_argument("--install", action="store_true")
@@ -156,7 +165,7 @@ def main() -> None:
     if not (args.reuse_data and manifest.is_file()):
         manifest = build_training_data(args.shared, data, patients=args.patients,
                                        validation=args.validation_patients, copies=args.copies,
-                                       seed=args.seed)
+                                       seed=args.seed, ircadb=tuple(args.ircadb))
     logger.info("training data ready in %.0f s: %s", time.perf_counter() - tic, manifest)
     overrides = {"liver": parse_assignments(args.liver_set),
                  "lesion": parse_assignments(args.lesion_set)}
@@ -171,8 +180,11 @@ def main() -> None:
         if args.install:
             provenance = {
                 "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                "git_commit": git_commit(), "sources": SOURCES,
-                "held_out": ["3Dircadb1.7", "CRLM-CT-1004", "CRLM-CT-1006"],
+                "git_commit": git_commit(),
+                "sources": {k: v for k, v in SOURCES.items()
+                            if not k.startswith("3Dircadb") or k in args.ircadb},
+                "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
+                             "CRLM-CT-1004", "CRLM-CT-1006"],
                 "settings": config.to_dict(), "insertion": InsertSettings().__dict__,
                 "generated_patients": args.patients, "copies": args.copies,
                 "train_seconds": round(seconds), "best_epoch": result.best_epoch,
