@@ -12,10 +12,10 @@ import json
 import time
 
 import numpy as np
+from tests.track.test_register import SPACING, _ellipsoid
 
 from livermets.io import Volume
 from livermets.track.register import register_livers
-from tests.track.test_register import SPACING, _ellipsoid
 
 
 def main() -> None:
