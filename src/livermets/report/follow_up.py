@@ -47,8 +47,7 @@ def lesion_pairs(folder: Path, *, limit: int = 3) -> list[dict[str, Any]]:
     base_ct, follow_ct = read_image(base_files["image"]), read_image(follow_files["image"])
     base_lesions = lesion_labels(read_image(base_files["lesions"]))
     follow_lesions = lesion_labels(read_image(follow_files["lesions"]))
-    base_liver = (read_image(base_files["liver"]).array > 0
-                  if base_files["liver"] != "segmented from the CT" else None)
+    base_liver = read_image(base_files["liver"]).array > 0 if base_files["liver"] else None
     transform = sitk.ReadTransform(str(folder / "transform.tfm"))
     moved_ct = sitk.GetArrayFromImage(sitk.Resample(
         follow_ct.to_sitk(), base_ct.to_sitk(), transform, sitk.sitkLinear, -1000.0,

@@ -161,7 +161,7 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
 
 def _describe(point: TimepointInput) -> dict[str, str | None]:
     return {"lesions": str(point.lesions),
-            "liver": str(point.liver) if point.liver else "segmented from the CT",
+            "liver": str(point.liver) if point.liver else None,  # None: segmented from the CT
             "image": str(point.image) if point.image else None}
 
 
