@@ -62,14 +62,14 @@ class _Timepoint:
     patient: dict[str, str]  # DICOM tag -> value, for the tags of `_PATIENT_TAGS` present
 
 
-def _read_timepoint(point: TimepointInput, what: str, liver_model: PathLike | None
+def _read_timepoint(point: TimepointInput, what: str, segment: _LiverSegmenter
                     ) -> _Timepoint:
     lesions = read_image(point.lesions)
     ct = read_image(point.image) if point.image is not None else None
     if point.liver is not None:
         liver = read_image(point.liver)
     elif ct is not None:
-        liver = ct.with_array(_segment_liver(ct, liver_model))
+        liver = ct.with_array(segment(ct))
     else:
         raise InputError(f"give the {what} liver mask, or the {what} CT so that a liver model "
                          "can segment it")
@@ -112,14 +112,23 @@ def _check_same_patient(base: _Timepoint, follow: _Timepoint) -> None:
             return
 
 
-def _segment_liver(ct: Volume, liver_model: PathLike | None) -> np.ndarray:
-    """The liver mask of `ct` from `liver_model` (default: the shipped starter model)."""
-    from livermets.infer.liver import segment_liver
-    from livermets.models.saved import load_model
-    from livermets.models.starter import starter_model_path
+class _LiverSegmenter:
+    """Segments CTs given without a liver mask; loads `liver_model` (default: the shipped
+    starter model) on first use only, and once for both time points."""
 
-    model = load_model(liver_model or starter_model_path("liver"), expected_task="liver")
-    return segment_liver(model, ct.array, spacing=ct.spacing)
+    def __init__(self, liver_model: PathLike | None) -> None:
+        self.liver_model = liver_model
+        self._model: Any = None
+
+    def __call__(self, ct: Volume) -> np.ndarray:
+        from livermets.infer.liver import segment_liver
+        from livermets.models.saved import load_model
+        from livermets.models.starter import starter_model_path
+
+        if self._model is None:
+            self._model = load_model(self.liver_model or starter_model_path("liver"),
+                                     expected_task="liver")
+        return segment_liver(self._model, ct.array, spacing=ct.spacing)
 
 
 def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathLike, *,
@@ -133,8 +142,9 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
     segments a CT given without its liver mask (default: the starter model); `deformable`:
     add the B-spline step to the registration.
     """
-    base = _read_timepoint(baseline, "baseline", liver_model)
-    follow = _read_timepoint(followup, "follow-up", liver_model)
+    segment = _LiverSegmenter(liver_model)
+    base = _read_timepoint(baseline, "baseline", segment)
+    follow = _read_timepoint(followup, "follow-up", segment)
     _check_same_patient(base, follow)
     registration = register_livers(base.liver, follow.liver, deformable=deformable)
     moved = resample_labels(follow.lesions, base.lesions, registration.transform)
