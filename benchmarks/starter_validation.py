@@ -7,14 +7,17 @@ What it measures (every number in MODEL_CARD.md comes from here):
   pipeline) against the reference on 3D-IRCADb-01 1.7 (held out of training) and 1.17
   (trained on: shown for contrast, not as validation), also without the dark-tissue rule
   (`livermets.infer.liver`), and the seconds of liver segmentation with and without it;
-- lesions, with the starter liver model's mask (the whole pipeline, as a user runs it):
+- lesions, with the starter liver model's mask (the whole pipeline, as a user runs it), with
+  the candidate checks (`livermets.infer.candidates`, the default) and without them (the
+  candidates and the rejected ones together: the paper's plain Otsu, same probabilities):
   - a generated cohort the models never saw (`--patients` patients, seed 1, 512x512, baseline
     and tp1): per-lesion Dice, detection rate (Dice > 0.2) by size (< 20 mm, >= 20 mm) and
     false positives per CT, with `livermets evaluate`;
   - IRCADb 1.7 (held out; no liver lesion): the false-positive lesions found;
   - IRCADb 1.17 (trained on, with inserted copies): its 2 lesions, for contrast;
 - the CRLM-CT-1004 and -1006 CTs (real colorectal liver metastases, no reference): the lesions
-  found, and an overlay picture of each (`docs/model_card/`).
+  found and the candidates rejected, with a picture of each (`docs/model_card/`): one crop per
+  lesion (or candidate) on its widest slice, for a reader to judge.
 
 With `--write-card` it writes `src/livermets/models/starter/card.json`, the pictures, and
 renders `MODEL_CARD.md` at the repository root.
@@ -39,12 +42,13 @@ from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.liver import segment_liver
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
-from livermets.io import read_image
+from livermets.io import read_image, write_image
 from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
+from livermets.labels import instance_labels
 from livermets.models.saved import load_model
 from livermets.models.starter import CARD_FIGURES, model_card, starter_model_path
-from livermets.report.figures import case_overlay
+from livermets.report.figures import lesion_gallery
 
 logger = logging.getLogger("starter_validation")
 
@@ -62,25 +66,50 @@ def overlap(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
             "recall": round(both / max(1.0, float(r.sum())), 4)}
 
 
-def lesion_rows(folder: Path) -> list[dict[str, str]]:
-    """The rows of a predicted case's lesions.csv."""
-    with (folder / "lesions.csv").open() as handle:
+def lesion_rows(folder: Path, kind: str = "lesions") -> list[dict[str, str]]:
+    """The rows of a predicted case's lesions.csv (or `kind`.csv)."""
+    with (folder / f"{kind}.csv").open() as handle:
         return list(csv.DictReader(handle))
 
 
-def overlay_png(ct_path: Path, case: Path, title: str, target: Path) -> dict[str, Any]:
-    """A PNG of the axial slice through the largest predicted lesion (or the liver's middle)."""
+def plain_predictions(predictions: Path, out: Path, case_ids: list[str]) -> Path:
+    """Each case's lesions without the candidate checks: its lesions and rejected candidates
+    together, renumbered by volume (the components are the same, only the checks differ)."""
+    for case_id in case_ids:
+        folder = predictions / case_id
+        lesions = read_image(folder / "lesions.nii.gz")
+        rejected = read_image(folder / "rejected_candidates.nii.gz").array
+        union = instance_labels((lesions.array > 0) | (rejected > 0), lesions.spacing)
+        write_image(lesions.with_array(union), out / case_id / "lesions.nii.gz")
+    return out
+
+
+def gallery_png(ct_path: Path, case: Path, kind: str, title: str, target: Path,
+                limit: int = 12) -> dict[str, Any]:
+    """A PNG of the case's lesions (`kind` "lesions") or rejected candidates
+    ("rejected_candidates"), largest first: a 60 mm crop of each on its widest slice."""
     ct = read_image(ct_path)
-    lesions = read_image(case / "lesions.nii.gz").array
-    liver = read_image(case / "liver.nii.gz").array
-    rows = lesion_rows(case)
-    z = int(rows[0]["slice_index"]) if rows else int(np.median(np.nonzero(liver)[0]))
-    aspect = ct.spacing[1] / ct.spacing[2]
-    uri = case_overlay(ct.array[z], liver[z], lesions[z], [], aspect,
-                       f"{title}, slice {z}: liver (green), lesions (red)")
+    labels = read_image(case / f"{kind}.nii.gz").array
+    rows = lesion_rows(case, kind)[:limit]
+    id_column = "lesion_id" if kind == "lesions" else "candidate_id"
+    half = [round(30.0 / s) for s in ct.spacing[1:]]
+    crops = []
+    for row in rows:
+        label, z = int(row[id_column]), int(row["slice_index"])
+        ys, xs = np.nonzero(labels[z] == label)
+        y, x = int(ys.mean()), int(xs.mean())
+        window = (z, slice(max(0, y - half[0]), y + half[0]),
+                  slice(max(0, x - half[1]), x + half[1]))
+        caption = f"#{label}: {float(row['longest_axial_diameter_mm']):.0f} mm, slice {z}"
+        if kind != "lesions":
+            caption += f"\n{row['failed_checks']}"
+        crops.append((ct.array[window], labels[window] == label, caption))
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
-    return {"slice": z, "picture": str(target.relative_to(ROOT))}
+    if crops:
+        uri = lesion_gallery(crops, ct.spacing[1] / ct.spacing[2], title,
+                             color="#d62728" if kind == "lesions" else "#ff7f0e")
+        target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+    return {"picture": str(target.relative_to(ROOT)) if crops else None, "shown": len(crops)}
 
 
 def main() -> None:
@@ -136,19 +165,37 @@ def main() -> None:
             "seconds_without_rule": round(raw_seconds, 1)}
     evaluation = evaluate_manifest(manifest, predictions, work / "evaluation", overwrite=True)
     groups = {key: value for key, value in evaluation.groups.items() if key.startswith("set=")}
+    plain = plain_predictions(predictions, work / "plain", [r.case_id for r in rows])
+    plain_evaluation = evaluate_manifest(manifest, plain, work / "evaluation-plain",
+                                         overwrite=True)
+    plain_groups = {key: value for key, value in plain_evaluation.groups.items()
+                    if key.startswith("set=")}
     crlm_found = {}
     for case in crlm:
-        found = lesion_rows(predictions / case.case_id)
-        picture = (overlay_png(case.image, predictions / case.case_id, case.case_id,
-                               FIGURES / f"{case.case_id}.png") if args.write_card else {})
+        folder = predictions / case.case_id
+        found = lesion_rows(folder)
+        rejected = lesion_rows(folder, "rejected_candidates")
+        pictures = {}
+        if args.write_card:
+            pictures = {
+                "lesions_picture": gallery_png(
+                    case.image, folder, "lesions", f"{case.case_id}: lesions found (red)",
+                    FIGURES / f"{case.case_id}.png")["picture"],
+                "rejected_picture": gallery_png(
+                    case.image, folder, "rejected_candidates",
+                    f"{case.case_id}: candidates rejected by the checks (orange)",
+                    FIGURES / f"{case.case_id}-rejected.png")["picture"]}
         crlm_found[case.case_id] = {
             "lesions": len(found),
             "volumes_ml": [round(float(r["volume_ml"]), 1) for r in found],
             "diameters_mm": [round(float(r["longest_axial_diameter_mm"]), 1) for r in found],
-            **picture}
+            "rejected": len(rejected),
+            "rejected_checks": [r["failed_checks"] for r in rejected],
+            **pictures}
     figures = {"date": time.strftime("%Y-%m-%d"), "command":
                "benchmarks/starter_validation.py --work WORK --write-card",
-               "liver": liver, "lesion_groups": groups, "crlm": crlm_found,
+               "liver": liver, "lesion_groups": groups,
+               "lesion_groups_without_checks": plain_groups, "crlm": crlm_found,
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))

@@ -15,6 +15,10 @@ Training data (written under WORK/data, manifest WORK/data/train.csv):
 Held out of both models: 3D-IRCADb-01 1.7 (the liver model's test case; it has no liver lesion)
 and the CRLM-CT-1004/1006 CTs (no reference masks; the model card shows predictions on them).
 
+Leave-one-out checks of the recipe: `--ircadb 3Dircadb1.7` trains on IRCADb 1.7 instead of 1.17
+(1.17 held out); `--hold-out crlm1100` leaves a real CT and its inserted copies out of training
+(`benchmarks/lesion_leave_one_out.py` then scores the lesion model on it).
+
 Both models train with `balance_centers`, so each source (generated centres A and B, IRCAD,
 CRLM, TotalSeg) gets the same share of every epoch. Settings: `STARTER_SETTINGS`, any field
 overridable with `--liver-set k=v` / `--lesion-set k=v`.
@@ -125,10 +129,21 @@ def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies:
     return made
 
 
-def lesion_rows(manifest: Path, work: Path) -> Path:
-    """The lesion model's manifest: the rows that have a lesion mask."""
-    rows = [r for r in read_manifest(manifest) if r.lesion_mask is not None]
-    return write_manifest(rows, work / "train_lesion.csv")
+REAL_SOURCES = ("3Dircadb1.7", "3Dircadb1.17", "crlm1100", "totalseg")
+
+
+def source_of(patient_id: str) -> str:
+    """The source a training patient comes from: a real CT's name for it and its inserted
+    copies ("crlm1100-ins2" -> "crlm1100"), else the patient id."""
+    return patient_id.split("-ins")[0]
+
+
+def task_rows(manifest: Path, work: Path, task: str, hold_out: tuple[str, ...]) -> Path:
+    """The manifest one model trains on: without the held-out sources, and for the lesion
+    model only the rows that have a lesion mask."""
+    rows = [r for r in read_manifest(manifest) if source_of(r.patient_id) not in hold_out
+            and (task == "liver" or r.lesion_mask is not None)]
+    return write_manifest(rows, work / f"train_{task}.csv")
 
 
 def install(run: Path, task: str, provenance: dict[str, Any]) -> Path:
@@ -154,6 +169,8 @@ def main() -> None:
     parser.add_argument("--lesion-set", action="append", default=[])
     parser.add_argument("--ircadb", nargs="+", default=["3Dircadb1.17"],
                         help="IRCADb patients to train on (a leave-one-out check: 3Dircadb1.7).")
+    parser.add_argument("--hold-out", nargs="+", default=[], choices=REAL_SOURCES,
+                        help="Real CTs left out of training with their inserted copies.")
     parser.add_argument("--reuse-data", action="store_true",
                         help="Use WORK/data/train.csv from an earlier run.")
     parser.add_argument("--install", action="store_true")
@@ -171,7 +188,7 @@ def main() -> None:
                  "lesion": parse_assignments(args.lesion_set)}
     for task in args.tasks:
         config = make_train_config(STARTER_SETTINGS[task] | overrides[task])
-        task_manifest = manifest if task == "liver" else lesion_rows(manifest, data)
+        task_manifest = task_rows(manifest, data, task, tuple(args.hold_out))
         tic = time.perf_counter()
         result = train(task_manifest, args.work / task, config, overwrite=True)
         seconds = time.perf_counter() - tic
@@ -181,10 +198,10 @@ def main() -> None:
             provenance = {
                 "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                 "git_commit": git_commit(),
-                "sources": {k: v for k, v in SOURCES.items()
-                            if not k.startswith("3Dircadb") or k in args.ircadb},
+                "sources": {k: v for k, v in SOURCES.items() if k not in args.hold_out
+                            and (not k.startswith("3Dircadb") or k in args.ircadb)},
                 "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
-                             "CRLM-CT-1004", "CRLM-CT-1006"],
+                             *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
                 "settings": config.to_dict(), "insertion": InsertSettings().__dict__,
                 "generated_patients": args.patients, "copies": args.copies,
                 "train_seconds": round(seconds), "best_epoch": result.best_epoch,

@@ -303,6 +303,12 @@ def predict(
     min_lesion_mm3: Annotated[
         float, typer.Option(help="Drop predicted lesions smaller than this (mm3).")
     ] = 10.0,
+    candidate_checks: Annotated[
+        bool, typer.Option(help="Reject candidates mostly outside the liver, holding fat or "
+                                "air, or not darker than the liver around them (listed in "
+                                "rejected_candidates.csv). Off: the paper's plain Otsu, and "
+                                "for hyperdense tumours.")
+    ] = True,
     precision: Annotated[
         str, typer.Option(help="auto (bf16 where fast), fp32 or bf16.")
     ] = "auto",
@@ -316,13 +322,15 @@ def predict(
     """Segment the liver and its lesions in each CT; write masks, a lesion table and SEG.
 
     Each CT gets OUT/<case_id>/ with liver.nii.gz, lesions.nii.gz (1..K by volume),
-    lesion_probability.nii.gz, lesions.csv, run.json, and seg.dcm for DICOM input. Finished
+    lesion_probability.nii.gz, lesions.csv, rejected_candidates.csv, run.json, and seg.dcm for
+    DICOM input. Finished
     cases are skipped unless --redo; a case that fails is reported and the rest continue
     (exit code 2 at the end). Without --lesion-model / --liver-model the shipped starter models
     are used (`livermets models`).
     """
 
     def body() -> dict[str, Any]:
+        from livermets.infer.candidates import CandidateChecks
         from livermets.infer.outputs import predict_cases
         from livermets.infer.predictor import Predictor, PredictSettings
         from livermets.infer.threshold import parse_threshold
@@ -336,6 +344,8 @@ def predict(
         needs_liver = any(c.liver_mask is None for c in cases)
         settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
+                                   candidate_checks=CandidateChecks() if candidate_checks
+                                   else None,
                                    batch_size=batch_size, keep_probability=probability)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),

@@ -3,7 +3,8 @@
 1. Liver model: trained on the manifest's training rows (`task: liver`), or a given one.
 2. Lesion models: the No-TL U-Net (`unet`) and the TL net (`resnet18-unet`), each trained on
    the training rows.
-3. Prediction of every manifest row with each lesion model (liver from the liver model).
+3. Prediction of every manifest row with each lesion model (liver from the liver model),
+   binarised by Otsu's threshold alone, as in the paper (no candidate checks).
 4. Lesion-level evaluation of each model (`evaluate`), with the set and size comparisons.
 5. TP1tr vs TP1tst per model (follow-up lesions of training patients vs the others), and
    No-TL vs TL per set: detection rates (chi-squared / Fisher, as the paper; and McNemar's
@@ -39,7 +40,7 @@ from livermets.evaluate.stats import (
     wilcoxon_signed_rank,
 )
 from livermets.infer.outputs import CaseInput, predict_cases
-from livermets.infer.predictor import Predictor
+from livermets.infer.predictor import Predictor, PredictSettings
 from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import read_manifest
 from livermets.report.build import build_report
@@ -90,7 +91,8 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
                      {**settings.common, **settings.lesion, "task": "lesion", "arch": arch}, say)
         say(f"predicting {len(rows)} CTs with the {arch} lesion model")
         predictions = root / "predictions" / arch
-        outcomes = predict_cases(Predictor(run, liver), [
+        paper = PredictSettings(candidate_checks=None)
+        outcomes = predict_cases(Predictor(run, liver, paper), [
             CaseInput(r.case_id, r.image) for r in rows], predictions)
         failed = [o for o in outcomes if o.status == "failed"]
         for outcome in failed:

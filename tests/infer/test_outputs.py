@@ -37,9 +37,10 @@ def test_case_folder_holds_every_output_on_the_ct_grid(phantom_files: tuple[Path
     folder = tmp_path / "out" / "p1"
     assert sorted(p.name for p in folder.iterdir()) == [
         "lesion_probability.nii.gz", "lesions.csv", "lesions.nii.gz", "liver.nii.gz",
-        "run.json"]
+        "rejected_candidates.csv", "rejected_candidates.nii.gz", "run.json"]
     ct = read_image(ct_path)
-    for name in ("liver.nii.gz", "lesions.nii.gz", "lesion_probability.nii.gz"):
+    for name in ("liver.nii.gz", "lesions.nii.gz", "lesion_probability.nii.gz",
+                 "rejected_candidates.nii.gz"):
         written = read_image(folder / name)
         assert written.geometry.difference(ct.geometry) is None, name
     lesions = read_image(folder / "lesions.nii.gz").array
@@ -53,6 +54,8 @@ def test_case_folder_holds_every_output_on_the_ct_grid(phantom_files: tuple[Path
         assert float(row["volume_ml"]) == pytest.approx(count * 4.5 / 1000, abs=1e-4)
     record = json.loads((folder / "run.json").read_text())
     assert record["case_id"] == "p1" and record["lesions"] == 2
+    assert record["rejected_candidates"] == 0  # both balls are 60 HU darker than the liver
+    assert (folder / "rejected_candidates.csv").read_text().startswith("candidate_id,")
     assert record["threshold"]["method"] == "otsu"
     assert record["dicom_seg"] == {"written": False, "reason": "the input is not DICOM"}
     assert record["liver"]["source"] == "given"

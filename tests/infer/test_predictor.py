@@ -115,6 +115,35 @@ def test_lesion_table_agrees_with_the_masks() -> None:
     assert 10.5 <= table[0]["longest_axial_diameter_mm"] <= 10.5 * np.sqrt(2)
 
 
+def test_candidate_checks_reject_fat_and_report_it() -> None:
+    """A fat band (-100 HU, 3 voxels = 4.5 mm wide, 120 voxels) in the liver, like the fat of
+    a fissure. It raises the liver's SD to about 18.5 HU, so the balls (40 HU) still lie below
+    z = -2.5 and the band (z about -11) too; the fat check rejects the band (its voxels stay
+    fat after the 1 mm smoothing), and the balls stay lesions 1 and 2."""
+    phantom = make_phantom()
+    hu = phantom.ct.array.copy()
+    band = np.zeros(hu.shape, bool)
+    band[11:13, 40:43, 16:36] = True
+    hu[band] = -100
+    ct = phantom.ct.with_array(hu)
+    result = Predictor(lesion_rule(64), settings=PredictSettings(precision="fp32")).predict(
+        ct, phantom.liver)
+    np.testing.assert_array_equal(result.lesions.array == 1, phantom.balls["A"])
+    np.testing.assert_array_equal(result.lesions.array == 2, phantom.balls["B"])
+    [rejected] = result.rejected_table
+    assert rejected["failed_checks"] == "fat" and rejected["candidate_id"] == 1
+    assert rejected["volume_ml"] == pytest.approx(band.sum() * 4.5 / 1000, abs=1e-4)
+    assert rejected["fat_fraction"] > 0.5 and rejected["outside_fraction"] == 0.0
+    assert result.rejected is not None
+    np.testing.assert_array_equal(result.rejected.array, band.astype(np.uint8))
+    # Without the checks (the paper's pipeline) the band is a lesion, between A and B in size.
+    plain = Predictor(lesion_rule(64), settings=PredictSettings(
+        precision="fp32", candidate_checks=None)).predict(ct, phantom.liver)
+    assert phantom.balls["A"].sum() > band.sum() > phantom.balls["B"].sum()
+    np.testing.assert_array_equal(plain.lesions.array == 2, band)
+    assert plain.rejected_table == [] and plain.rejected is None
+
+
 def test_liver_model_path_takes_the_largest_component() -> None:
     phantom = make_phantom()
     # No dilation: beyond this "liver" lies air, which the lesion rule (z < -2.5) would take.

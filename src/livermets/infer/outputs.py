@@ -2,6 +2,8 @@
 
 `OUT/<case_id>/` holds `liver.nii.gz` (uint8 0/1), `lesions.nii.gz` (instance labels 1..K),
 `lesion_probability.nii.gz` (float32, when kept), `lesions.csv` (`LESION_COLUMNS`),
+`rejected_candidates.nii.gz` and `.csv` (`REJECTED_COLUMNS`: what the candidate checks turned
+down, labels 1..R; both absent when the checks are off),
 `seg.dcm` (DICOM Segmentation, for DICOM input whose slices were not resampled) and
 `run.json` (input, models, threshold, timings, versions).
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from livermets.errors import InputError
-from livermets.infer.predictor import LESION_COLUMNS, Prediction, Predictor
+from livermets.infer.predictor import LESION_COLUMNS, REJECTED_COLUMNS, Prediction, Predictor
 from livermets.io.atomic import csv_text, write_text_atomic
 from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
 from livermets.io.image import read_image, write_image
@@ -76,6 +78,10 @@ def write_case(prediction: Prediction, ct: Volume, folder: Path, *, record: dict
             write_image(prediction.probability, staging / "lesion_probability.nii.gz")
         (staging / "lesions.csv").write_text(lesions_csv(prediction.lesion_table),
                                              encoding="utf-8")
+        if prediction.rejected is not None:
+            write_image(prediction.rejected, staging / "rejected_candidates.nii.gz")
+            (staging / "rejected_candidates.csv").write_text(
+                csv_text(prediction.rejected_table, REJECTED_COLUMNS), encoding="utf-8")
         seg = _write_seg(prediction, ct, staging / "seg.dcm")
         full_record = {**record, "dicom_seg": seg, **_prediction_record(prediction),
                        "versions": versions()}
@@ -155,6 +161,8 @@ def _prediction_record(prediction: Prediction) -> dict[str, Any]:
         "lesion_z_range": list(prediction.z_range),
         "threshold": prediction.threshold.to_json(),
         "lesions": len(prediction.lesion_table),
+        "rejected_candidates": (None if prediction.rejected is None
+                                else len(prediction.rejected_table)),
         "timings_s": {k: round(v, 3) for k, v in prediction.timings.items()},
     }
 

@@ -11,7 +11,10 @@ For one CT (z, y, x, HU):
    `liver_dilation_mm`; threshold: Otsu on the probabilities inside the liver, or fixed
    (`infer.threshold`).
 5. Lesion voxels inside the liver or within `liver_dilation_mm` of it; 26-connected
-   components of at least `min_lesion_mm3`; numbered 1..K by decreasing volume (`labels`).
+   components of at least `min_lesion_mm3` are the candidates.
+6. Candidate checks (`infer.candidates`, unless turned off): candidates mostly outside the
+   liver, holding fat or air, or not darker than the liver around them are rejected and
+   reported apart; the lesions are numbered 1..K by decreasing volume (`labels`).
 
 All masks are on the CT's own grid (shape, spacing, origin, direction).
 """
@@ -30,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from livermets.errors import InputError
+from livermets.infer.candidates import CandidateChecks, CandidateMeasures, check_candidates
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
@@ -57,6 +61,9 @@ DEFAULT_MIN_LESION_MM3 = 10.0
 LESION_COLUMNS = ("lesion_id", "volume_ml", "longest_axial_diameter_mm",
                   "perpendicular_diameter_mm", "slice_index", "centroid_x_mm", "centroid_y_mm",
                   "centroid_z_mm", "mean_hu")
+#: Columns of `rejected_candidates.csv`: the lesion columns, the measures and failed checks.
+REJECTED_COLUMNS = ("candidate_id", *LESION_COLUMNS[1:], "outside_fraction", "fat_fraction",
+                    "contrast_hu", "failed_checks")
 
 
 @dataclass(frozen=True)
@@ -65,13 +72,16 @@ class PredictSettings:
 
     `threshold`: "otsu" or a probability in (0, 1); `liver_dilation_mm`: lesion voxels may lie
     this far outside the liver mask (tumours on the liver's edge bulge out of it);
-    `min_lesion_mm3`: smaller components are dropped; `precision`: "auto" (bf16 where the CPU
-    or GPU does it fast), "fp32" or "bf16"; `batch_size`: slices per forward pass.
+    `min_lesion_mm3`: smaller components are dropped; `candidate_checks`: the tissue checks of
+    `infer.candidates` (None: every candidate is a lesion, as in the paper); `precision`:
+    "auto" (bf16 where the CPU or GPU does it fast), "fp32" or "bf16"; `batch_size`: slices per
+    forward pass.
     """
 
     threshold: str | float = "otsu"
     liver_dilation_mm: float = DEFAULT_LIVER_DILATION_MM
     min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
+    candidate_checks: CandidateChecks | None = field(default_factory=CandidateChecks)
     precision: str = "auto"
     batch_size: int = 8
     keep_probability: bool = True
@@ -96,7 +106,9 @@ class Prediction:
 
     `liver`: uint8 0/1; `lesions`: instance labels 1..K by decreasing volume (0 background);
     `probability`: float32 lesion probability (None unless kept); `lesion_table`: one dict per
-    lesion with `LESION_COLUMNS` (centroids in patient LPS mm); `timings`: seconds per stage.
+    lesion with `LESION_COLUMNS` (centroids in patient LPS mm); `rejected`: the candidates the
+    checks rejected, labels 1..R by decreasing volume (None when the checks are off), and
+    `rejected_table` one dict for each with `REJECTED_COLUMNS`; `timings`: seconds per stage.
     """
 
     liver: Volume
@@ -107,6 +119,8 @@ class Prediction:
     liver_stats: LiverStatistics
     z_range: tuple[int, int]
     lesion_table: list[dict[str, Any]]
+    rejected: Volume | None = None
+    rejected_table: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -178,27 +192,33 @@ class Predictor:
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        labels, threshold = self.lesion_labels(probability, liver, ct.spacing)
-        table = lesion_table(labels, ct)
+        found = self.lesion_labels(probability, liver, ct.spacing, hu)
+        table = lesion_table(found.labels, ct)
+        rejected = rejected_table(found, ct)
         timings["postprocess_s"] = time.perf_counter() - tic
-        logger.info("%d lesion(s); threshold %.3f (%s); liver %.0f mL", len(table),
-                    threshold.value, threshold.method, stats.volume_ml)
+        logger.info("%d lesion(s), %d candidate(s) rejected; threshold %.3f (%s); liver %.0f mL",
+                    len(table), len(rejected), found.threshold.value, found.threshold.method,
+                    stats.volume_ml)
         return Prediction(
             liver=ct.with_array(liver),
-            lesions=ct.with_array(labels),
+            lesions=ct.with_array(found.labels),
             probability=ct.with_array(probability) if self.settings.keep_probability else None,
-            threshold=threshold, liver_source=source, liver_stats=stats,
-            z_range=(start, stop), lesion_table=table, timings=timings)
+            threshold=found.threshold, liver_source=source, liver_stats=stats,
+            z_range=(start, stop), lesion_table=table,
+            rejected=(ct.with_array(found.rejected)
+                      if self.settings.candidate_checks is not None else None),
+            rejected_table=rejected, timings=timings)
 
     def lesion_labels(self, probability: npt.NDArray[np.float32],
-                      liver: npt.NDArray[np.uint8], spacing: tuple[float, float, float]
-                      ) -> tuple[npt.NDArray[np.unsignedinteger], ThresholdResult]:
-        """Steps 4-5: lesion instance labels (z, y, x) from `probability` (changed in place).
+                      liver: npt.NDArray[np.uint8], spacing: tuple[float, float, float],
+                      hu: npt.NDArray[np.generic]) -> FoundLesions:
+        """Steps 4-6: lesion instance labels (z, y, x) from `probability` (changed in place).
 
         Everything happens inside the liver's bounding box grown by the dilation radius:
         `probability` is quantised there and set to 0 outside it; the threshold comes from the
         probabilities inside the liver; voxels above it outside the liver are kept when within
-        `liver_dilation_mm` of it (Euclidean, mm).
+        `liver_dilation_mm` of it (Euclidean, mm); the candidates are checked against the CT
+        `hu` (same grid) unless the checks are off.
         """
         radius = self.settings.liver_dilation_mm
         box = grown_box(liver, spacing, radius)
@@ -213,20 +233,59 @@ class Predictor:
             foreground &= liver_box | near_mask(liver_box, outside, spacing, radius)
         labels_box = instance_labels(foreground, spacing,
                                      min_volume_mm3=self.settings.min_lesion_mm3)
-        labels = np.zeros(probability.shape, dtype=labels_box.dtype)
-        labels[box] = labels_box
-        return labels, threshold
+        rejected_box = np.zeros_like(labels_box)
+        measures: list[CandidateMeasures] = []
+        reasons: list[list[str]] = []
+        if self.settings.candidate_checks is not None:
+            checked = check_candidates(labels_box, hu[box], liver[box], spacing,
+                                       self.settings.candidate_checks)
+            labels_box, rejected_box = checked.lesions, checked.rejected
+            measures, reasons = checked.rejected_measures, checked.rejected_reasons
+        return FoundLesions(_placed(labels_box, box, probability.shape), threshold,
+                            _placed(rejected_box, box, probability.shape), measures, reasons)
 
     def record(self) -> dict[str, Any]:
         """The models and settings, for run.json."""
         models = {"lesion": _model_record(self.lesion_model)}
         if self.liver_model is not None:
             models["liver"] = _model_record(self.liver_model)
+        checks = self.settings.candidate_checks
         settings = {"threshold": self.settings.threshold,
                     "liver_dilation_mm": self.settings.liver_dilation_mm,
                     "min_lesion_mm3": self.settings.min_lesion_mm3,
+                    "candidate_checks": None if checks is None else checks.to_json(),
                     "batch_size": self.settings.batch_size, "precision": self.precision}
         return {"models": models, "settings": settings}
+
+
+@dataclass(frozen=True)
+class FoundLesions:
+    """Steps 4-6 on a CT's grid: the lesions (1..K by decreasing volume), the threshold, the
+    rejected candidates (1..R by decreasing volume) with their measures and failed checks."""
+
+    labels: npt.NDArray[np.unsignedinteger]
+    threshold: ThresholdResult
+    rejected: npt.NDArray[np.unsignedinteger]
+    rejected_measures: list[CandidateMeasures]
+    rejected_reasons: list[list[str]]
+
+
+def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
+            shape: tuple[int, ...]) -> npt.NDArray[np.unsignedinteger]:
+    """A label map of `shape`, zero but for `box_labels` at `box`."""
+    labels = np.zeros(shape, dtype=box_labels.dtype)
+    labels[box] = box_labels
+    return labels
+
+
+def rejected_table(found: FoundLesions, ct: Volume) -> list[dict[str, Any]]:
+    """One row per rejected candidate with `REJECTED_COLUMNS` (measured as lesions are)."""
+    rows = []
+    for row, measures, reasons in zip(lesion_table(found.rejected, ct), found.rejected_measures,
+                                      found.rejected_reasons, strict=True):
+        rows.append({"candidate_id": row.pop("lesion_id"), **row, **measures.to_row(),
+                     "failed_checks": " ".join(reasons)})
+    return rows
 
 
 def quantise_probability(probability: npt.NDArray[np.float32],

@@ -5,6 +5,7 @@
 - `detection_by_size`: detection rate per set and size group with the 95% bootstrap interval.
 - `case_overlay`: one axial CT slice with the reference lesions' contours (green), the
   predicted ones (red, dashed) and missed reference lesions circled in yellow (their Figures 3-4).
+- `lesion_gallery`: one crop per lesion (or candidate) with its outline and caption.
 
 matplotlib only (Agg backend); no torch.
 """
@@ -102,6 +103,29 @@ def case_overlay(ct_slice: npt.NDArray[Any], reference: npt.NDArray[Any],
                      linewidths=1.5)
     axes.set_axis_off()
     axes.set_title(title, fontsize=9)
+    return to_data_uri(figure)
+
+
+def lesion_gallery(crops: Sequence[tuple[npt.NDArray[Any], npt.NDArray[Any], str]],
+                   pixel_aspect: float, title: str, *, columns: int = 4,
+                   color: str = "#d62728") -> str:
+    """Crops of axial CT slices (HU, window [-50, 250], the liver's contrast) side by side,
+    each with one mask's outline (dashed, `color`) and its caption: (ct crop, mask crop,
+    caption) per panel, `columns` panels a row."""
+    rows = max(1, -(-len(crops) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows + 0.3),
+                                squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for axis, (ct_crop, mask_crop, caption) in zip(axes.flat, crops, strict=False):
+        axis.imshow(np.clip(ct_crop, -50, 250), cmap="gray", aspect=pixel_aspect,
+                    interpolation="nearest")
+        if mask_crop.any():
+            axis.contour(mask_crop > 0, levels=[0.5], colors=[color], linewidths=0.9,
+                         linestyles="dashed")
+        axis.set_title(caption, fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
     return to_data_uri(figure)
 
 

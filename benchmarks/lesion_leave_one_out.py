@@ -1,0 +1,86 @@
+"""Score a lesion model on real CTs it was not trained on: the lesion recipe's leave-one-out.
+
+Train the starter lesion recipe without one real CT, then score it here on that CT:
+
+    # IRCADb 1.17 held out (1.7 takes its place in training):
+    .venv/bin/python scripts/train_starter_models.py --work W --tasks lesion \\
+        --ircadb 3Dircadb1.7
+    .venv/bin/python benchmarks/lesion_leave_one_out.py --model W/lesion/model.pt \\
+        --cases 3Dircadb1.17 --out /tmp/lloo
+    # The CRLM-CT-1100 atlas held out:
+    .venv/bin/python scripts/train_starter_models.py --work W2 --tasks lesion \\
+        --hold-out crlm1100
+    .venv/bin/python benchmarks/lesion_leave_one_out.py --model W2/lesion/model.pt \\
+        --cases crlm1100 --out /tmp/lloo2
+
+Each case is predicted with its reference liver mask, so the figures are the lesion model's
+alone, with the candidate checks (`livermets.infer.candidates`, the default) and without
+them (the paper's plain Otsu), and scored per lesion by `livermets evaluate`: lesion Dice,
+detection (Dice > 0.2) and false positives per CT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from livermets.datasets.ircadb import import_ircadb
+from livermets.datasets.public import crlm_atlas
+from livermets.evaluate.run import evaluate_manifest
+from livermets.infer.outputs import CaseInput, predict_cases
+from livermets.infer.predictor import Predictor, PredictSettings
+from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
+from livermets.models.saved import load_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CASES = ("3Dircadb1.17", "3Dircadb1.7", "crlm1100")
+
+
+def prepare(name: str, shared: Path, out: Path) -> ManifestRow:
+    """The manifest row of a real labelled CT, imported under `out`."""
+    if name == "crlm1100":
+        crlm = shared / "crlm"
+        return crlm_atlas(crlm / "CRLM-CT-1100_atlas_ct.nii.gz",
+                          crlm / "CRLM-CT-1100_atlas_seg.nii.gz", out / name, split=name)
+    imported = import_ircadb(shared / "ircadb" / name, out / name, overwrite=True)
+    assert imported.manifest is not None
+    row = read_manifest(imported.manifest)[0]
+    return ManifestRow(**{**row.__dict__, "split": name})
+
+
+def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:
+    """Predict every row with its reference liver and evaluate; the per-case figures."""
+    settings = PredictSettings() if checks else PredictSettings(candidate_checks=None)
+    predictor = Predictor(load_model(model, expected_task="lesion"), None, settings)
+    predictions = out / ("checks" if checks else "plain")
+    predict_cases(predictor, [CaseInput(r.case_id, r.image, r.liver_mask) for r in rows],
+                  predictions, overwrite=True)
+    manifest = write_manifest(rows, out / "manifest.csv")
+    evaluation = evaluate_manifest(manifest, predictions, out / f"evaluation-{predictions.name}",
+                                   overwrite=True)
+    keep = ("n_lesions", "n_detected", "detection_rate", "dice_mean",
+            "false_positives_per_case")
+    return {r.split: {k: evaluation.groups[f"set={r.split}"][k] for k in keep} for r in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--cases", nargs="+", choices=CASES, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
+    result = {"model": str(args.model),
+              "with_checks": score(args.model, rows, args.out, checks=True),
+              "without_checks": score(args.model, rows, args.out, checks=False)}
+    print(json.dumps(result, indent=2))
+    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
