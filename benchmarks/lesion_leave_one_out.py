@@ -75,7 +75,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
-    result = {"model": str(args.model),
+    trained = load_model(args.model, expected_task="lesion").record
+    result = {"model": str(args.model), "held_out": args.cases,
+              "best_epoch": trained.get("best_epoch"),
+              "train_cases": trained.get("train_cases", []),
               "with_checks": score(args.model, rows, args.out, checks=True),
               "without_checks": score(args.model, rows, args.out, checks=False)}
     print(json.dumps(result, indent=2))

@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--patients", type=int, default=4)
     parser.add_argument("--write-card", action="store_true")
+    parser.add_argument("--leave-one-out", nargs="*", type=Path, default=[],
+                        help="result.json files of benchmarks/lesion_leave_one_out.py, whose "
+                             "figures go into the card.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work: Path = args.work
@@ -196,7 +199,8 @@ def main() -> None:
                "benchmarks/starter_validation.py --work WORK --write-card",
                "liver": liver, "lesion_groups": groups,
                "lesion_groups_without_checks": plain_groups, "crlm": crlm_found,
-               "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients}
+               "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
+               "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))
     if args.write_card:

@@ -305,9 +305,9 @@ def predict(
     ] = 10.0,
     candidate_checks: Annotated[
         bool, typer.Option(help="Reject candidates mostly outside the liver, holding fat or "
-                                "air, or not darker than the liver around them (listed in "
-                                "rejected_candidates.csv). Off: the paper's plain Otsu, and "
-                                "for hyperdense tumours.")
+                                "air, not darker than the liver around them, or of fluid "
+                                "density (listed in rejected_candidates.csv). Off: the "
+                                "paper's plain Otsu, and for hyperdense tumours.")
     ] = True,
     precision: Annotated[
         str, typer.Option(help="auto (bf16 where fast), fp32 or bf16.")

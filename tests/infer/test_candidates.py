@@ -13,6 +13,8 @@ Grid 12 x 40 x 60 voxels of 2 x 1 x 1 mm. The liver is the block z 0-11, y 5-34,
    outside (1.0 > 0.9); contrast has no verdict.
 5. edge lesion: z 4-7, y 25-28, x 41-48 at 50 HU: x 41-44 in the liver, x 45-48 outside, so
    outside fraction 0.5 (kept), contrast 50 HU.
+6. cyst: z 4-7, y 25-28, x 20-23 at 10 HU inside the liver: contrast 90 HU, but its median
+   (10 HU) is below 20 HU. Rejected: fluid.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def _phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hu[4:8, 25:29, 50:54] = 50
     labels[4:8, 25:29, 41:49] = 5
     hu[4:8, 25:29, 41:49] = 50
+    labels[4:8, 25:29, 20:24] = 6
+    hu[4:8, 25:29, 20:24] = 10
     return hu, liver, labels
 
 
@@ -59,7 +63,8 @@ def _measures(label: int, checks: CandidateChecks = NO_SMOOTHING) -> CandidateMe
 
 def test_measures_worked_out_by_hand() -> None:
     lesion = _measures(1)
-    assert (lesion.outside_fraction, lesion.fat_fraction, lesion.contrast_hu) == (0.0, 0.0, 50.0)
+    assert (lesion.outside_fraction, lesion.fat_fraction, lesion.contrast_hu,
+            lesion.median_hu) == (0.0, 0.0, 50.0, 50.0)
     assert lesion.failures(NO_SMOOTHING) == []
     fissure = _measures(2)
     assert fissure.fat_fraction == pytest.approx(0.2) and fissure.contrast_hu == 0.0
@@ -71,6 +76,9 @@ def test_measures_worked_out_by_hand() -> None:
     edge = _measures(5)
     assert edge.outside_fraction == pytest.approx(0.5) and edge.contrast_hu == 50.0
     assert edge.failures(NO_SMOOTHING) == []
+    cyst = _measures(6)
+    assert (cyst.contrast_hu, cyst.median_hu) == (90.0, 10.0)
+    assert cyst.failures(NO_SMOOTHING) == ["fluid"]
 
 
 def test_smoothing_keeps_a_wide_fat_core_and_drops_a_lone_noisy_voxel() -> None:
@@ -98,11 +106,12 @@ def test_kept_and_rejected_are_renumbered_by_volume() -> None:
     np.testing.assert_array_equal(checked.lesions == 1, labels == 1)
     np.testing.assert_array_equal(checked.lesions == 2, labels == 5)
     assert int(checked.lesions.max()) == 2
-    # Rejected: the fissure (200), then the vessel and the outside block (64 each: ties keep
-    # the old order).
-    for new, old in ((1, 2), (2, 3), (3, 4)):
+    # Rejected: the fissure (200), then the vessel, the outside block and the cyst (64 each:
+    # ties keep the old order).
+    for new, old in ((1, 2), (2, 3), (3, 4), (4, 6)):
         np.testing.assert_array_equal(checked.rejected == new, labels == old)
-    assert checked.rejected_reasons == [["fat", "contrast"], ["contrast"], ["outside"]]
+    assert checked.rejected_reasons == [["fat", "contrast"], ["contrast"], ["outside"],
+                                        ["fluid"]]
     assert [m.contrast_hu for m in checked.lesion_measures] == [50.0, 50.0]
 
 

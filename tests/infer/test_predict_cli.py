@@ -68,6 +68,9 @@ def test_predict_a_real_dicom_ct_writes_masks_and_a_seg_that_reads_back(
     record = json.loads((folder / "run.json").read_text())
     assert record["dicom_seg"]["written"] is True and record["liver"]["source"] == "model"
     assert record["models"]["lesion"]["trained"]["best_epoch"] >= 1
+    assert record["settings"]["candidate_checks"]["min_contrast_hu"] == 10.0
+    with (folder / "rejected_candidates.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == record["rejected_candidates"]
     segments = {s.label: s.mask.array for s in read_dicom_seg_for_series(folder / "seg.dcm",
                                                                           dicom)}
     np.testing.assert_array_equal(segments["Liver"], read_image(folder / "liver.nii.gz").array)
@@ -120,14 +123,18 @@ def test_predict_from_a_manifest_with_its_liver_masks(tiny_runs: dict[str, Path]
     out = tmp_path / "out"
     result = runner.invoke(app, ["predict", "--manifest", str(tiny_manifest), "--manifest-liver",
                                  "--lesion-model", str(tiny_runs["lesion"]), "--out", str(out),
-                                 "--threshold", "0.5", "--no-probability"])
+                                 "--threshold", "0.5", "--no-probability",
+                                 "--no-candidate-checks"])
     assert result.exit_code == 0, result.output
     cases = json.loads(result.stdout)["cases"]
     assert len(cases) == 8 and {c["status"] for c in cases} == {"done"}
     first = out / cases[0]["case_id"]
     assert not (first / "lesion_probability.nii.gz").exists()
+    assert not list(first.glob("rejected_candidates.*"))
     record = json.loads((first / "run.json").read_text())
     assert record["liver"]["source"] == "given" and record["threshold"]["method"] == "fixed"
+    assert record["settings"]["candidate_checks"] is None
+    assert record["rejected_candidates"] is None
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -131,7 +131,8 @@ def test_candidate_checks_reject_fat_and_report_it() -> None:
     np.testing.assert_array_equal(result.lesions.array == 1, phantom.balls["A"])
     np.testing.assert_array_equal(result.lesions.array == 2, phantom.balls["B"])
     [rejected] = result.rejected_table
-    assert rejected["failed_checks"] == "fat" and rejected["candidate_id"] == 1
+    # Its median, -100 HU, is below the fluid bound (20 HU) too.
+    assert rejected["failed_checks"] == "fat fluid" and rejected["candidate_id"] == 1
     assert rejected["volume_ml"] == pytest.approx(band.sum() * 4.5 / 1000, abs=1e-4)
     assert rejected["fat_fraction"] > 0.5 and rejected["outside_fraction"] == 0.0
     assert result.rejected is not None

@@ -3,8 +3,8 @@
 A candidate is one connected component of the thresholded probability map (`Predictor`). On
 real CT the network also fires on things that are not metastases. The usual culprits are fat
 in the liver's fissures and at its hilum, air and fat of the stomach where the liver mask
-reaches over, vessels, and tissue outside the liver that the lesion margin lets in. Three
-tissue facts catch them, each measured on the CT (z, y, x, HU):
+reaches over, the gallbladder, vessels, and tissue outside the liver that the lesion margin
+lets in. Four tissue facts catch them, each measured on the CT (z, y, x, HU):
 
 - `outside`: more than `max_outside_fraction` of the candidate's voxels lie outside the liver
   mask. The margin (`liver_dilation_mm`) exists for lesions that bulge out of the liver, and
@@ -16,6 +16,8 @@ tissue facts catch them, each measured on the CT (z, y, x, HU):
   around it (the liver voxels within `shell_mm`, other candidates excluded). Colorectal
   metastases are darker than the liver in the portal-venous phase; a vessel or plain liver
   is not. There is no verdict when no liver lies around it.
+- `fluid`: its median HU is below `min_median_hu` (20 HU: water, bile; the usual bound for a
+  simple cyst). The gallbladder and cysts are not metastases.
 
 A candidate failing any check is rejected. It is reported with its measures
 (`rejected_candidates.csv`) and stays in the probability map, so nothing is silently lost.
@@ -47,6 +49,7 @@ class CandidateChecks:
     fat_smoothing_mm: float = 1.0
     min_contrast_hu: float = 10.0
     shell_mm: float = 5.0
+    min_median_hu: float = 20.0
 
     def __post_init__(self) -> None:
         for name in ("max_outside_fraction", "max_fat_fraction"):
@@ -62,12 +65,13 @@ class CandidateChecks:
 
 @dataclass(frozen=True)
 class CandidateMeasures:
-    """One candidate's measures: fractions of its voxels (0-1) and its contrast (HU, positive
-    when darker than the liver around it; None when no liver surrounds it)."""
+    """One candidate's measures: fractions of its voxels (0-1), its contrast (HU, positive
+    when darker than the liver around it; None when no liver surrounds it) and median HU."""
 
     outside_fraction: float
     fat_fraction: float
     contrast_hu: float | None
+    median_hu: float
 
     def failures(self, checks: CandidateChecks) -> list[str]:
         """The names of the checks this candidate fails, in the module's order."""
@@ -78,13 +82,16 @@ class CandidateMeasures:
             failed.append("fat")
         if self.contrast_hu is not None and self.contrast_hu < checks.min_contrast_hu:
             failed.append("contrast")
+        if self.median_hu < checks.min_median_hu:
+            failed.append("fluid")
         return failed
 
     def to_row(self) -> dict[str, Any]:
-        """CSV columns: fractions to 3 decimals, contrast to 0.1 HU (empty when None)."""
+        """CSV columns: fractions to 3 decimals, HU to 0.1 (contrast empty when None)."""
         return {"outside_fraction": round(self.outside_fraction, 3),
                 "fat_fraction": round(self.fat_fraction, 3),
-                "contrast_hu": "" if self.contrast_hu is None else round(self.contrast_hu, 1)}
+                "contrast_hu": "" if self.contrast_hu is None else round(self.contrast_hu, 1),
+                "median_hu": round(self.median_hu, 1)}
 
 
 def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
@@ -111,11 +118,11 @@ def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[sl
     fat_fraction = float(np.count_nonzero(smooth[inside] < checks.fat_below_hu)) / float(
         inside.sum())
 
+    median = float(np.median(values[inside]))
     distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
     shell = (distance > 0) & (distance <= checks.shell_mm) & in_liver & (local == 0)
-    contrast = (float(np.median(values[shell]) - np.median(values[inside]))
-                if shell.any() else None)
-    return CandidateMeasures(outside_fraction, fat_fraction, contrast)
+    contrast = float(np.median(values[shell])) - median if shell.any() else None
+    return CandidateMeasures(outside_fraction, fat_fraction, contrast, median)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ For one CT (z, y, x, HU):
 5. Lesion voxels inside the liver or within `liver_dilation_mm` of it; 26-connected
    components of at least `min_lesion_mm3` are the candidates.
 6. Candidate checks (`infer.candidates`, unless turned off): candidates mostly outside the
-   liver, holding fat or air, or not darker than the liver around them are rejected and
-   reported apart; the lesions are numbered 1..K by decreasing volume (`labels`).
+   liver, holding fat or air, not darker than the liver around them, or of fluid density are
+   rejected and reported apart; the lesions are numbered 1..K by decreasing volume (`labels`).
 
 All masks are on the CT's own grid (shape, spacing, origin, direction).
 """
@@ -63,7 +63,7 @@ LESION_COLUMNS = ("lesion_id", "volume_ml", "longest_axial_diameter_mm",
                   "centroid_z_mm", "mean_hu")
 #: Columns of `rejected_candidates.csv`: the lesion columns, the measures and failed checks.
 REJECTED_COLUMNS = ("candidate_id", *LESION_COLUMNS[1:], "outside_fraction", "fat_fraction",
-                    "contrast_hu", "failed_checks")
+                    "contrast_hu", "median_hu", "failed_checks")
 
 
 @dataclass(frozen=True)
