@@ -9,7 +9,8 @@ What it measures (every number in MODEL_CARD.md comes from here):
   (`livermets.infer.liver`), and the seconds of liver segmentation with and without it;
 - lesions, with the starter liver model's mask (the whole pipeline, as a user runs it), with
   the candidate checks (`livermets.infer.candidates`, the default) and without them (the
-  candidates and the rejected ones together: the paper's plain Otsu, same probabilities):
+  candidates and the rejected ones together: the paper's plain Otsu, same probabilities), and
+  how close the candidates that are true lesions come to each check's threshold:
   - a generated cohort the models never saw (`--patients` patients, seed 1, 512x512, baseline
     and tp1): per-lesion Dice, detection rate (Dice > 0.2) by size (< 20 mm, >= 20 mm) and
     false positives per CT, with `livermets evaluate`;
@@ -35,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from livermets.datasets.ircadb import import_ircadb
 from livermets.datasets.synth import generate_cohort
 from livermets.evaluate.run import evaluate_manifest
+from livermets.infer.candidates import CandidateChecks, measure_candidate
 from livermets.infer.liver import segment_liver
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
@@ -82,6 +85,29 @@ def plain_predictions(predictions: Path, out: Path, case_ids: list[str]) -> Path
         union = instance_labels((lesions.array > 0) | (rejected > 0), lesions.spacing)
         write_image(lesions.with_array(union), out / case_id / "lesions.nii.gz")
     return out
+
+
+def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
+                        evaluation: Path) -> dict[str, float]:
+    """How close the candidates that match a reference lesion (plain Otsu, not false
+    positives in `evaluation`) come to each check's threshold: the extreme of each measure."""
+    with (evaluation / "false_positives.csv").open() as handle:
+        false = {(r["case_id"], int(r["lesion_id"])) for r in csv.DictReader(handle)}
+    measures = []
+    for row in rows:
+        ct = read_image(row.image)
+        liver = read_image(predictions / row.case_id / "liver.nii.gz").array
+        labels = read_image(plain / row.case_id / "lesions.nii.gz").array
+        for label, box in enumerate(ndimage.find_objects(labels), start=1):
+            if box is not None and (row.case_id, label) not in false:
+                measures.append(measure_candidate(labels, label, box, ct.array, liver,
+                                                  ct.spacing, CandidateChecks()))
+    contrasts = [m.contrast_hu for m in measures if m.contrast_hu is not None]
+    return {"true_candidates": len(measures),
+            "max_outside_fraction": round(max(m.outside_fraction for m in measures), 3),
+            "max_fat_fraction": round(max(m.fat_fraction for m in measures), 3),
+            "min_contrast_hu": round(min(contrasts), 1),
+            "min_median_hu": round(min(m.median_hu for m in measures), 1)}
 
 
 def gallery_png(ct_path: Path, case: Path, kind: str, title: str, target: Path,
@@ -173,6 +199,7 @@ def main() -> None:
                                          overwrite=True)
     plain_groups = {key: value for key, value in plain_evaluation.groups.items()
                     if key.startswith("set=")}
+    margins = true_lesion_margins(rows, predictions, plain, work / "evaluation-plain")
     crlm_found = {}
     for case in crlm:
         folder = predictions / case.case_id
@@ -198,7 +225,8 @@ def main() -> None:
     figures = {"date": time.strftime("%Y-%m-%d"), "command":
                "benchmarks/starter_validation.py --work WORK --write-card",
                "liver": liver, "lesion_groups": groups,
-               "lesion_groups_without_checks": plain_groups, "crlm": crlm_found,
+               "lesion_groups_without_checks": plain_groups,
+               "true_lesion_margins": margins, "crlm": crlm_found,
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
