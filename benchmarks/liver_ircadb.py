@@ -13,9 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from livermets.datasets.ircadb import import_ircadb
+from livermets.evaluate.cases import mask_overlap
 from livermets.infer.liver import segment_liver
 from livermets.io import read_image
 from livermets.models.saved import load_model
@@ -35,13 +34,8 @@ def main() -> None:
         case = imported.cases[0]
         ct, reference = read_image(case.image), read_image(case.liver_mask).array > 0
         for rule in (True, False):
-            found = segment_liver(model, ct.array, spacing=ct.spacing,
-                                  dark_tissue_rule=rule) > 0
-            both = float(np.count_nonzero(found & reference))
-            scores[f"{name}, rule {'on' if rule else 'off'}"] = {
-                "dice": round(2 * both / float(found.sum() + reference.sum()), 4),
-                "precision": round(both / float(found.sum()), 4),
-                "recall": round(both / float(reference.sum()), 4)}
+            found = segment_liver(model, ct.array, spacing=ct.spacing, dark_tissue_rule=rule)
+            scores[f"{name}, rule {'on' if rule else 'off'}"] = mask_overlap(found, reference)
     print(json.dumps({"model": str(args.model), "scores": scores}, indent=2))
 
 

@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from livermets.datasets.ircadb import import_ircadb
 from livermets.datasets.synth import generate_cohort
+from livermets.evaluate.cases import mask_overlap
 from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.candidates import CandidateChecks, measure_candidate
 from livermets.infer.liver import segment_liver
@@ -58,15 +59,6 @@ logger = logging.getLogger("starter_validation")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 FIGURES = ROOT / "docs" / "model_card"
-
-
-def overlap(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Dice, precision and recall of two binary masks."""
-    p, r = predicted > 0, reference > 0
-    both = float(np.logical_and(p, r).sum())
-    return {"dice": round(2 * both / float(p.sum() + r.sum()), 4),
-            "precision": round(both / max(1.0, float(p.sum())), 4),
-            "recall": round(both / max(1.0, float(r.sum())), 4)}
 
 
 def lesion_rows(folder: Path, kind: str = "lesions") -> list[dict[str, str]]:
@@ -188,8 +180,8 @@ def main() -> None:
         raw_seconds = time.perf_counter() - tic
         tic = time.perf_counter()
         segment_liver(model, ct.array, spacing=ct.spacing)
-        liver[name] = overlap(predicted, reference) | {
-            "without_dark_tissue_rule": overlap(raw, reference),
+        liver[name] = mask_overlap(predicted, reference) | {
+            "without_dark_tissue_rule": mask_overlap(raw, reference),
             "seconds": round(time.perf_counter() - tic, 1),
             "seconds_without_rule": round(raw_seconds, 1)}
     evaluation = evaluate_manifest(manifest, predictions, work / "evaluation", overwrite=True)

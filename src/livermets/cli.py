@@ -322,11 +322,10 @@ def predict(
     """Segment the liver and its lesions in each CT; write masks, a lesion table and SEG.
 
     Each CT gets OUT/<case_id>/ with liver.nii.gz, lesions.nii.gz (1..K by volume),
-    lesion_probability.nii.gz, lesions.csv, rejected_candidates.csv, run.json, and seg.dcm for
-    DICOM input. Finished
-    cases are skipped unless --redo; a case that fails is reported and the rest continue
-    (exit code 2 at the end). Without --lesion-model / --liver-model the shipped starter models
-    are used (`livermets models`).
+    lesion_probability.nii.gz, lesions.csv, rejected_candidates.nii.gz and .csv, run.json, and
+    seg.dcm for DICOM input. Finished cases are skipped unless --redo; a case that fails is
+    reported and the rest continue (exit code 2 at the end). Without --lesion-model /
+    --liver-model the shipped starter models are used (`livermets models`).
     """
 
     def body() -> dict[str, Any]:

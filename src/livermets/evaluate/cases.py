@@ -69,6 +69,17 @@ def dice(a: npt.NDArray[np.generic], b: npt.NDArray[np.generic], *, empty: float
     return empty if total == 0 else 2 * int(np.count_nonzero(x & y)) / total
 
 
+def mask_overlap(predicted: npt.NDArray[np.generic], reference: npt.NDArray[np.generic]
+                 ) -> dict[str, float]:
+    """Dice, precision and recall of the foregrounds (> 0) of `predicted` against `reference`,
+    to 4 decimals (precision or recall 0 when its mask is empty)."""
+    p, r = np.asarray(predicted) > 0, np.asarray(reference) > 0
+    both = float(np.count_nonzero(p & r))
+    return {"dice": round(dice(p, r), 4),
+            "precision": round(both / max(1.0, float(np.count_nonzero(p))), 4),
+            "recall": round(both / max(1.0, float(np.count_nonzero(r))), 4)}
+
+
 def size_group(diameter_mm: float, small_mm: float = SMALL_MM) -> str:
     """`small` below `small_mm`, else `big`."""
     return "small" if diameter_mm < small_mm else "big"

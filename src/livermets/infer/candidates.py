@@ -35,13 +35,14 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from livermets.errors import InputError
+from livermets.infer.boxes import grow_box
 from livermets.labels import smallest_label_dtype
 from livermets.types import Spacing
 
 
 @dataclass(frozen=True)
 class CandidateChecks:
-    """Thresholds of the three checks (see the module docstring); units in the names."""
+    """Thresholds of the four checks (see the module docstring); units in the names."""
 
     max_outside_fraction: float = 0.9
     max_fat_fraction: float = 0.05
@@ -104,9 +105,7 @@ def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[sl
     """
     sigma_mm = checks.fat_smoothing_mm
     reach_mm = max(checks.shell_mm, 3 * sigma_mm)
-    grown = tuple(slice(max(0, b.start - int(np.ceil(reach_mm / s))),
-                        min(n, b.stop + int(np.ceil(reach_mm / s))))
-                  for b, s, n in zip(box, spacing, labels.shape, strict=True))
+    grown = grow_box(box, spacing, reach_mm, labels.shape)
     local = labels[grown]
     inside = local == label
     values = hu[grown].astype(np.float32)
@@ -143,29 +142,30 @@ def check_candidates(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic
     """Split the candidates of `labels` (instance map 1..K, z, y, x) into kept and rejected.
 
     `hu` is the CT and `liver` the liver mask (> 0 inside), both on `labels`' grid; `spacing`
-    in mm (z, y, x). Each group is renumbered 1..n by decreasing volume, as `instance_labels`
-    numbers lesions.
+    in mm (z, y, x). Each group is renumbered 1..n in the candidates' order, so candidates
+    numbered by decreasing volume (as `instance_labels` numbers them) stay so.
     """
-    kept: list[tuple[int, int, CandidateMeasures]] = []
-    rejected: list[tuple[int, int, CandidateMeasures, list[str]]] = []
+    kept: list[int] = []
+    rejected: list[int] = []
+    lesion_measures: list[CandidateMeasures] = []
+    rejected_measures: list[CandidateMeasures] = []
+    reasons: list[list[str]] = []
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        voxels = int(np.count_nonzero(labels[box] == label))
         measures = measure_candidate(labels, label, box, hu, liver, spacing, checks)
         failed = measures.failures(checks)
         if failed:
-            rejected.append((-voxels, label, measures, failed))
+            rejected.append(label)
+            rejected_measures.append(measures)
+            reasons.append(failed)
         else:
-            kept.append((-voxels, label, measures))
-    kept.sort(key=lambda item: item[:2])
-    rejected.sort(key=lambda item: item[:2])
-    return CheckedCandidates(
-        lesions=_renumbered(labels, [item[1] for item in kept]),
-        rejected=_renumbered(labels, [item[1] for item in rejected]),
-        lesion_measures=[item[2] for item in kept],
-        rejected_measures=[item[2] for item in rejected],
-        rejected_reasons=[item[3] for item in rejected])
+            kept.append(label)
+            lesion_measures.append(measures)
+    return CheckedCandidates(lesions=_renumbered(labels, kept),
+                             rejected=_renumbered(labels, rejected),
+                             lesion_measures=lesion_measures,
+                             rejected_measures=rejected_measures, rejected_reasons=reasons)
 
 
 def _renumbered(labels: npt.NDArray[np.integer], order: list[int]

@@ -33,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from livermets.errors import InputError
+from livermets.infer.boxes import grown_box
 from livermets.infer.candidates import CandidateChecks, CandidateMeasures, check_candidates
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
@@ -205,8 +206,7 @@ class Predictor:
             probability=ct.with_array(probability) if self.settings.keep_probability else None,
             threshold=found.threshold, liver_source=source, liver_stats=stats,
             z_range=(start, stop), lesion_table=table,
-            rejected=(ct.with_array(found.rejected)
-                      if self.settings.candidate_checks is not None else None),
+            rejected=None if found.rejected is None else ct.with_array(found.rejected),
             rejected_table=rejected, timings=timings)
 
     def lesion_labels(self, probability: npt.NDArray[np.float32],
@@ -233,16 +233,13 @@ class Predictor:
             foreground &= liver_box | near_mask(liver_box, outside, spacing, radius)
         labels_box = instance_labels(foreground, spacing,
                                      min_volume_mm3=self.settings.min_lesion_mm3)
-        rejected_box = np.zeros_like(labels_box)
-        measures: list[CandidateMeasures] = []
-        reasons: list[list[str]] = []
-        if self.settings.candidate_checks is not None:
-            checked = check_candidates(labels_box, hu[box], liver[box], spacing,
-                                       self.settings.candidate_checks)
-            labels_box, rejected_box = checked.lesions, checked.rejected
-            measures, reasons = checked.rejected_measures, checked.rejected_reasons
-        return FoundLesions(_placed(labels_box, box, probability.shape), threshold,
-                            _placed(rejected_box, box, probability.shape), measures, reasons)
+        if self.settings.candidate_checks is None:
+            return FoundLesions(_placed(labels_box, box, probability.shape), threshold)
+        checked = check_candidates(labels_box, hu[box], liver[box], spacing,
+                                   self.settings.candidate_checks)
+        return FoundLesions(_placed(checked.lesions, box, probability.shape), threshold,
+                            _placed(checked.rejected, box, probability.shape),
+                            checked.rejected_measures, checked.rejected_reasons)
 
     def record(self) -> dict[str, Any]:
         """The models and settings, for run.json."""
@@ -261,13 +258,14 @@ class Predictor:
 @dataclass(frozen=True)
 class FoundLesions:
     """Steps 4-6 on a CT's grid: the lesions (1..K by decreasing volume), the threshold, the
-    rejected candidates (1..R by decreasing volume) with their measures and failed checks."""
+    rejected candidates (1..R by decreasing volume; None when the checks are off) with their
+    measures and failed checks."""
 
     labels: npt.NDArray[np.unsignedinteger]
     threshold: ThresholdResult
-    rejected: npt.NDArray[np.unsignedinteger]
-    rejected_measures: list[CandidateMeasures]
-    rejected_reasons: list[list[str]]
+    rejected: npt.NDArray[np.unsignedinteger] | None = None
+    rejected_measures: list[CandidateMeasures] = field(default_factory=list)
+    rejected_reasons: list[list[str]] = field(default_factory=list)
 
 
 def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
@@ -280,6 +278,8 @@ def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice
 
 def rejected_table(found: FoundLesions, ct: Volume) -> list[dict[str, Any]]:
     """One row per rejected candidate with `REJECTED_COLUMNS` (measured as lesions are)."""
+    if found.rejected is None:
+        return []
     rows = []
     for row, measures, reasons in zip(lesion_table(found.rejected, ct), found.rejected_measures,
                                       found.rejected_reasons, strict=True):
@@ -304,21 +304,6 @@ def quantise_probability(probability: npt.NDArray[np.float32],
     if allowed is not None:
         probability[~allowed] = 0.0
     return probability
-
-
-def grown_box(mask: npt.NDArray[np.generic], spacing: tuple[float, float, float],
-              radius_mm: float) -> tuple[slice, slice, slice]:
-    """The bounding box of `mask` (z, y, x) > 0 grown by `radius_mm` on every side, clipped.
-
-    Raises `InputError` for an empty mask.
-    """
-    boxes = ndimage.find_objects((np.asarray(mask) > 0).astype(np.uint8))
-    if not boxes or boxes[0] is None:
-        raise InputError("the liver mask is empty; check the liver mask or the liver model")
-    reach = [int(np.ceil(radius_mm / s)) for s in spacing]
-    z, y, x = (slice(max(0, b.start - r), min(n, b.stop + r))
-               for b, r, n in zip(boxes[0], reach, np.shape(mask), strict=True))
-    return z, y, x
 
 
 def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
