@@ -66,6 +66,10 @@ STARTER_SETTINGS: dict[str, dict[str, Any]] = {
 
 IRCADB_WITH_CT = ("3Dircadb1.7", "3Dircadb1.17")
 
+#: Lesion insertion into the real CTs: generated shapes up to 80 mm, since real colorectal
+#: metastases often exceed the 50 mm default (the leave-one-out under-segmented large ones).
+INSERTION = InsertSettings(diameter_mm=(6.0, 80.0))
+
 SOURCES = {
     "generated": "livermets synth (seed 0), generated in this run; no licence restriction",
     "3Dircadb1.17": "3D-IRCADb-01 patient 1.17, IRCAD France, CC BY-NC-ND 4.0",
@@ -118,7 +122,7 @@ def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies:
     made = []
     for copy in range(1, copies + 1):
         name = f"{row.patient_id}-ins{copy}"
-        new, labels = insert_lesions(ct, liver, rng, InsertSettings(), existing=existing,
+        new, labels = insert_lesions(ct, liver, rng, INSERTION, existing=existing,
                                      shapes=bank)
         image = write_image(new, out / name / "ct.nii.gz")
         lesions = write_image(ct.with_array(labels), out / name / "lesions.nii.gz")
@@ -202,7 +206,7 @@ def main() -> None:
                             and (not k.startswith("3Dircadb") or k in args.ircadb)},
                 "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
                              *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
-                "settings": config.to_dict(), "insertion": InsertSettings().__dict__,
+                "settings": config.to_dict(), "insertion": INSERTION.__dict__,
                 "generated_patients": args.patients, "copies": args.copies,
                 "train_seconds": round(seconds), "best_epoch": result.best_epoch,
                 "best_val_dice": round(result.best_val_dice, 4),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from livermets.datasets.synth.fissures import LiverFat
 from livermets.datasets.synth.geometry import (
     Array,
     Vec3,
@@ -126,6 +127,7 @@ class _Anatomy:
     liver_texture: _Fourier
     ribs: tuple[Vec3, ...]  # z at the back (mm), slope (mm/rad), end angle (rad)
     vessels: tuple[tuple[_Tube, Tissue], ...] = ()
+    liver_fat: tuple[LiverFat, ...] = ()  # fissures, hilar and fossa fat (see `fissures`)
 
 
 def _jitter(rng: np.random.Generator, point: Sequence[float], sd: float, scale: float) -> Vec3:

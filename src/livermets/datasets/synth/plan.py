@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from livermets.datasets.synth.anatomy import _Anatomy, _draw_anatomy
+from livermets.datasets.synth.fissures import _draw_liver_fat
 from livermets.datasets.synth.geometry import Pose, _vec3
 from livermets.datasets.synth.lesions import _Lesion, _plan_lesions, _scenario
 from livermets.datasets.synth.liver import _fit_liver_volume, _grow_vessels, _LiverMap
@@ -71,6 +72,7 @@ def plan_patient(seed: int, index: int, *, matrix: int = 512, slices: int | None
     anatomy = _draw_anatomy(anatomy_rng)
     anatomy, liver = _fit_liver_volume(anatomy, float(anatomy_rng.uniform(1250.0, 1900.0)))
     anatomy = replace(anatomy, vessels=_grow_vessels(anatomy_rng, anatomy, liver))
+    anatomy = replace(anatomy, liver_fat=_draw_liver_fat(anatomy_rng, anatomy))
     geometry, poses = _draw_geometry(pose_rng, protocol, anatomy, liver, matrix, slices)
     spacing = geometry.spacing
     d_min = max(6.0, 2.5 * spacing[2], 1.5 * spacing[0])

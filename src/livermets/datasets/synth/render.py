@@ -10,6 +10,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from livermets.datasets.synth.anatomy import _Anatomy
+from livermets.datasets.synth.fissures import add_liver_fat
 from livermets.datasets.synth.geometry import Array, _Grid
 from livermets.datasets.synth.lesions import _paint_lesion
 from livermets.datasets.synth.paint import _render_tissue
@@ -49,6 +50,7 @@ def render_case(plan: PatientPlan, timepoint: str = "baseline") -> SynthCase:
         lut[Tissue.LIVER] -= rng.uniform(0.0, 10.0)  # chemotherapy-associated steatosis
     hu = lut[tissue]
     _add_liver_texture(hu, tissue, grid, plan.anatomy)
+    add_liver_fat(hu, tissue, grid, plan.anatomy, float(lut[Tissue.VISCERAL_FAT]))
     labels = np.zeros(plan.geometry.shape, dtype=np.uint8)
     keys: dict[int, int] = {}
     for lesion in plan.lesions:

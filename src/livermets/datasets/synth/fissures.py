@@ -1,0 +1,183 @@
+"""Fat inside the liver's outline: the fissures, the porta hepatis and the gallbladder fossa.
+
+Real livers are not solid: the umbilical fissure (with the ligamentum teres in it), the fissure
+of the ligamentum venosum, the fat sleeve around the portal vein at the hilum and the fat rim of
+the gallbladder fossa reach into the parenchyma. Through a CT slice their thin edges average
+with the liver into streaks between fat and liver HU, which a lesion model must learn not to
+call metastases. Each structure here gives, at every point, the half-width (mm) of its fat
+layer and the point's distance (mm) from the layer's middle. `add_liver_fat` averages that
+layer over a voxel's extent across it (the pixel, and the slice where the layer is oblique),
+so thin or oblique fissures come out as grey streaks rather than black lines, blends the fat
+fraction into the parenchyma's HU and recodes voxels that are mostly fat (so the liver mask
+leaves them out, as reference masks do).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from livermets.datasets.synth.geometry import (
+    Array,
+    Vec3,
+    _Ellipsoid,
+    _f32,
+    _Grid,
+    _rotation,
+    _Tube,
+    _vec3,
+)
+from livermets.datasets.synth.protocols import Tissue
+
+if TYPE_CHECKING:
+    from livermets.datasets.synth.anatomy import _Anatomy
+
+#: HU of the ligamentum teres (a fibrous cord: soft tissue, unenhanced).
+LIGAMENT_HU = 45.0
+
+
+@dataclass(frozen=True)
+class _FatSheet:
+    """A fissure: a fat slab `thickness_mm` thick about the mid-plane of `region` (normal =
+    the region's first body axis), thinning to nothing at the region's in-plane edge."""
+
+    region: _Ellipsoid
+    thickness_mm: float
+
+    def extent_mm(self, px: Array, py: Array, pz: Array) -> tuple[Array, Array]:
+        u, v, w = self.region.local(px, py, pz)
+        _, b, c = self.region.semi
+        taper = np.sqrt(np.clip(1.0 - (v / np.float32(b)) ** 2 - (w / np.float32(c)) ** 2,
+                                0.0, 1.0))
+        return _f32(np.float32(0.5 * self.thickness_mm) * taper), _f32(np.abs(u))
+
+    def bounds(self) -> tuple[Vec3, Vec3]:
+        return self.region.bounds(pad=2.0)
+
+    def softness_mm(self, spacing: tuple[float, float, float]) -> float:
+        """Width (mm) of the partial-volume edge: the pixel, plus the slice where it is oblique."""
+        return math.hypot(spacing[1], spacing[0] * abs(self.region.axes[0][2]))
+
+
+@dataclass(frozen=True)
+class _FatSleeve:
+    """Fat around a segment (radius = the fat's outer radius), with an optional fibrous cord
+    of radius `cord_mm` along its axis (the ligamentum teres)."""
+
+    tube: _Tube
+    cord_mm: float = 0.0
+
+    def extent_mm(self, px: Array, py: Array, pz: Array) -> tuple[Array, Array]:
+        return _f32(np.float32(self.tube.radius)), np.sqrt(self.tube.distance2(px, py, pz))
+
+    def bounds(self) -> tuple[Vec3, Vec3]:
+        lo, hi = self.tube.bounds()
+        return (_vec3(np.subtract(lo, 2.0)), _vec3(np.add(hi, 2.0)))
+
+    def softness_mm(self, spacing: tuple[float, float, float]) -> float:
+        return math.hypot(spacing[1], 0.5 * spacing[0])
+
+
+@dataclass(frozen=True)
+class _FatShell:
+    """A fat rim `thickness_mm` thick around an organ embedded in the liver (gallbladder)."""
+
+    organ: _Ellipsoid
+    thickness_mm: float
+
+    def extent_mm(self, px: Array, py: Array, pz: Array) -> tuple[Array, Array]:
+        q = self.organ.q(px, py, pz)
+        outside = (np.sqrt(q) - 1.0) * np.float32(min(self.organ.semi))  # about mm
+        half = np.float32(0.5 * self.thickness_mm)
+        return _f32(half), _f32(np.abs(outside - half))
+
+    def bounds(self) -> tuple[Vec3, Vec3]:
+        return self.organ.bounds(pad=self.thickness_mm + 2.0)
+
+    def softness_mm(self, spacing: tuple[float, float, float]) -> float:
+        return math.hypot(spacing[1], 0.5 * spacing[0])
+
+
+LiverFat = _FatSheet | _FatSleeve | _FatShell
+
+
+def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverFat, ...]:
+    """This patient's fissures, hilar fat and gallbladder-fossa fat, placed from the (fitted)
+    lobes: some patients have wide fat-filled fissures, others nearly closed ones."""
+    s = anatomy.scale
+    medial, left = anatomy.liver.lobes[2].centre, anatomy.liver.lobes[3].centre
+    out: list[LiverFat] = []
+    if rng.random() < 0.85:  # umbilical fissure: sagittal, from the anterior-inferior edge
+        x = 0.5 * (medial[0] + left[0]) + rng.normal(0.0, 4.0)
+        centre = (x, -62.0 * s + rng.normal(0.0, 5.0), -72.0 * s + rng.normal(0.0, 6.0))
+        axes = _rotation(rng.normal(0.0, 10.0), rng.normal(0.0, 25.0))
+        depth = float(rng.uniform(25.0, 45.0)) * s
+        out.append(_FatSheet(_Ellipsoid(centre, (4.0, depth, depth * rng.uniform(0.7, 1.1)),
+                                        axes), float(rng.uniform(1.5, 7.0))))
+        if rng.random() < 0.8:  # the ligamentum teres runs in it towards the left portal vein
+            cord = float(rng.uniform(2.0, 3.5))
+            a = (x, centre[1] - 0.5 * depth, centre[2] - 10.0 * s)
+            b = (x + rng.normal(0.0, 3.0), centre[1] + 0.6 * depth, centre[2] + 8.0 * s)
+            out.append(_FatSleeve(_Tube(_vec3(a), _vec3(b), cord + float(rng.uniform(1.5, 4.0))),
+                                  cord))
+    if rng.random() < 0.8:  # fissure of the ligamentum venosum: caudate vs left lateral lobe
+        centre = (0.6 * medial[0] + 0.4 * left[0] + rng.normal(0.0, 4.0),
+                  -10.0 * s + rng.normal(0.0, 4.0), -48.0 * s + rng.normal(0.0, 6.0))
+        axes = _rotation(90.0 + rng.normal(0.0, 25.0), rng.normal(0.0, 25.0))  # normal ~ y
+        length = float(rng.uniform(22.0, 38.0)) * s
+        out.append(_FatSheet(_Ellipsoid(_vec3(centre), (4.0, length, length * 0.8), axes),
+                             float(rng.uniform(1.5, 5.0))))
+    hilum = np.asarray(anatomy.portal_outside[-1].b)
+    radius = anatomy.portal_outside[-1].radius + float(rng.uniform(1.5, 6.0))
+    for target in ((-80.0, 10.0, -80.0), (20.0, -35.0, -50.0)):  # right and left portal veins
+        direction = np.asarray(target) * s - hilum
+        reach = float(rng.uniform(15.0, 30.0)) * s
+        end = hilum + direction / np.linalg.norm(direction) * reach
+        out.append(_FatSleeve(_Tube(_vec3(hilum), _vec3(end), radius * rng.uniform(0.7, 1.0))))
+    if rng.random() < 0.5:
+        out.append(_FatShell(anatomy.gallbladder, float(rng.uniform(1.0, 4.0))))
+    return tuple(out)
+
+
+def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid, anatomy: _Anatomy,
+                  fat_hu: float) -> None:
+    """Blend each fat structure of `anatomy` into the liver parenchyma of `hu` (z, y, x) in
+    place: the fat fraction 0..1 of each voxel (`_covered`); voxels at least
+    half fat become `Tissue.VISCERAL_FAT` in `tissue` (out of the liver mask), those at least
+    half ligament `Tissue.MUSCLE`. Vessels inside the liver keep their HU."""
+    spacing = grid.geometry.spacing
+    for fat in anatomy.liver_fat:
+        box = grid.box(*fat.bounds())
+        if box is None:
+            continue
+        codes, values = tissue[box.index], hu[box.index]
+        parenchyma = codes == Tissue.LIVER
+        if not parenchyma.any():
+            continue
+        width = np.float32(fat.softness_mm(spacing))
+        half, distance = fat.extent_mm(box.px, box.py, box.pz)
+        fraction = _covered(np.broadcast_to(half, codes.shape)[parenchyma],
+                            np.broadcast_to(distance, codes.shape)[parenchyma], width)
+        values[parenchyma] += fraction * (np.float32(fat_hu) - values[parenchyma])
+        codes[parenchyma] = np.where(fraction >= 0.5, np.uint8(Tissue.VISCERAL_FAT),
+                                     np.uint8(Tissue.LIVER))
+        if isinstance(fat, _FatSleeve) and fat.cord_mm > 0.0:
+            cord = np.sqrt(fat.tube.distance2(box.px, box.py, box.pz))
+            share = _covered(np.float32(fat.cord_mm),
+                             np.broadcast_to(cord, codes.shape)[parenchyma], width)
+            values[parenchyma] += share * (np.float32(LIGAMENT_HU) - values[parenchyma])
+            codes[parenchyma] = np.where(share >= 0.5, np.uint8(Tissue.MUSCLE),
+                                         codes[parenchyma])
+
+
+def _covered(half: Array | np.float32, distance: Array, width: np.float32) -> Array:
+    """Share of a voxel `width` mm across, centred `distance` mm from a layer's middle, that
+    the layer (half-width `half` mm) covers: a box of width `width` convolved with the
+    layer's box, so the share never reaches 1 when the layer is thinner than the voxel."""
+    low = np.maximum(distance - 0.5 * width, -half)
+    high = np.minimum(distance + 0.5 * width, half)
+    return _f32(np.clip((high - low) / width, 0.0, 1.0))
