@@ -12,7 +12,9 @@ hemidiaphragm): body outline with subcutaneous fat, abdominal-wall and paraspina
 psoas, spine with discs and posterior elements, ribs and costal cartilage, lung bases, heart,
 aorta, IVC, kidneys (cortex, medulla, sinus fat), spleen, stomach with an air-fluid level,
 pancreas, splenic and mesenteric vessels, bowel loops with gas, gallbladder and a liver built as
-a smooth union of lobes deformed by low-frequency noise, with portal and hepatic vein trees and
+a smooth union of lobes deformed by low-frequency noise, with portal and hepatic vein trees, fat
+reaching into it (umbilical fissure with the ligamentum teres, fissure of the ligamentum
+venosum, hilar fat around the portal vein, gallbladder-fossa fat; generator version 2) and
 1-10 metastases. A CT samples that anatomy at voxel centres after a rigid *pose*
 (patient frame -> scanner LPS), then adds centre-specific enhancement, correlated noise, a
 slight in-plane blur and an HU offset. The masks are sampled at the same points, so they lie
@@ -47,7 +49,8 @@ Splits: the baseline CT of patients with an odd number (synth001, synth003, ...)
 
 Modules: `protocols` (centre protocols, tissue codes, HU), `geometry` (poses, CT grids, shape
 primitives), `anatomy` (drawing a patient's anatomy), `liver` (the liver region, its volume,
-the vein trees), `paint` (the tissue-code map), `lesions` (lesion shapes, looks, placement, tp1
+the vein trees), `fissures` (fat inside the liver's outline), `paint` (the tissue-code map),
+`lesions` (lesion shapes, looks, placement, tp1
 fate), `plan` (`plan_patient`), `render` (`render_case`, `generate_case`), `truth` (measured
 ground truth, `recist_response`) and `cohort` (`generate_cohort`).
 """

@@ -15,6 +15,7 @@ leaves them out, as reference masks do).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -143,14 +144,14 @@ def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverF
     return tuple(out)
 
 
-def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid, anatomy: _Anatomy,
-                  fat_hu: float) -> None:
-    """Blend each fat structure of `anatomy` into the liver parenchyma of `hu` (z, y, x) in
-    place: the fat fraction 0..1 of each voxel (`_covered`); voxels at least
+def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
+                  structures: Sequence[LiverFat], fat_hu: float) -> None:
+    """Blend each fat structure (an anatomy's `liver_fat`) into the liver parenchyma of `hu`
+    (z, y, x, HU) in place, by the share of each voxel it covers (`_covered`). Voxels at least
     half fat become `Tissue.VISCERAL_FAT` in `tissue` (out of the liver mask), those at least
     half ligament `Tissue.MUSCLE`. Vessels inside the liver keep their HU."""
     spacing = grid.geometry.spacing
-    for fat in anatomy.liver_fat:
+    for fat in structures:
         box = grid.box(*fat.bounds())
         if box is None:
             continue

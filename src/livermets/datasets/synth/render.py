@@ -50,7 +50,7 @@ def render_case(plan: PatientPlan, timepoint: str = "baseline") -> SynthCase:
         lut[Tissue.LIVER] -= rng.uniform(0.0, 10.0)  # chemotherapy-associated steatosis
     hu = lut[tissue]
     _add_liver_texture(hu, tissue, grid, plan.anatomy)
-    add_liver_fat(hu, tissue, grid, plan.anatomy, float(lut[Tissue.VISCERAL_FAT]))
+    add_liver_fat(hu, tissue, grid, plan.anatomy.liver_fat, float(lut[Tissue.VISCERAL_FAT]))
     labels = np.zeros(plan.geometry.shape, dtype=np.uint8)
     keys: dict[int, int] = {}
     for lesion in plan.lesions:
