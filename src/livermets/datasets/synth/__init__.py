@@ -50,9 +50,9 @@ Splits: the baseline CT of patients with an odd number (synth001, synth003, ...)
 Modules: `protocols` (centre protocols, tissue codes, HU), `geometry` (poses, CT grids, shape
 primitives), `anatomy` (drawing a patient's anatomy), `liver` (the liver region, its volume,
 the vein trees), `fissures` (fat inside the liver's outline), `paint` (the tissue-code map),
-`lesions` (lesion shapes, looks, placement, tp1
-fate), `plan` (`plan_patient`), `render` (`render_case`, `generate_case`), `truth` (measured
-ground truth, `recist_response`) and `cohort` (`generate_cohort`).
+`lesions` (lesion shapes, looks, placement, tp1 fate), `plan` (`plan_patient`), `render`
+(`render_case`, `generate_case`), `truth` (measured ground truth, `recist_response`) and
+`cohort` (`generate_cohort`).
 """
 
 from __future__ import annotations
