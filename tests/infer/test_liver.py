@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from livermets.errors import InputError
-from livermets.infer.liver import drop_dark_tissue, largest_filled_component, segment_liver
+from livermets.infer.liver import (
+    FLUID_BELOW_HU,
+    drop_dark_tissue,
+    fill_liver_holes,
+    largest_filled_component,
+    segment_liver,
+)
 from livermets.infer.slices import slice_probabilities
 from livermets.models import create_model
 from livermets.models.saved import SavedModel, load_model, save_model
@@ -45,6 +51,35 @@ def test_largest_component_with_holes_filled() -> None:
     out = largest_filled_component(mask)
     assert out.dtype == np.uint8
     assert int(out.sum()) == 3 * 8 * 8 and out[1, 4, 4] == 1 and out[0, 11, 11] == 0
+
+
+def test_open_fluid_pocket_stays_out_but_lesions_and_cysts_are_filled() -> None:
+    # 1 mm voxels; a liver block of 120 HU over z 2-17 (fat around it, -100 HU).
+    hu = np.full((20, 60, 60), -100, np.int16)
+    liver = np.zeros(hu.shape, bool)
+    liver[2:18, 10:50, 10:50] = True
+    hu[liver] = 120
+    gallbladder = np.zeros(hu.shape, bool)
+    gallbladder[0:11, 20:29, 20:29] = True  # 15 HU, from below the liver up into it
+    cyst = np.zeros(hu.shape, bool)
+    cyst[12:16, 35:41, 35:41] = True  # 10 HU, enclosed by liver on every side
+    lesion = np.zeros(hu.shape, bool)
+    lesion[14:20, 15:23, 35:43] = True  # 60 HU, reaching above the liver's top (z 17)
+    hu[gallbladder], hu[cyst], hu[lesion] = 15, 10, 60
+    model = liver & ~gallbladder & ~cyst & ~lesion  # what the model calls liver
+    filled = fill_liver_holes(model, hu)
+    assert not filled[gallbladder].any()  # in-plane holes on z 2-10, but open below: out
+    assert filled[cyst].all()  # a 3D hole: in, whatever its HU
+    assert filled[lesion & liver].all()  # open above, but 60 HU >= FLUID_BELOW_HU: in
+    assert not filled[~liver].any()
+    assert np.array_equal(filled, liver & ~gallbladder)
+    assert 15 < FLUID_BELOW_HU <= 45  # the pockets below are on either side of it
+    without_hu = fill_liver_holes(model)  # no CT: every hole filled, as before
+    assert np.array_equal(without_hu, liver)
+    hu[gallbladder] = 45  # the same pocket at soft-tissue density is filled
+    assert np.array_equal(fill_liver_holes(model, hu), liver)
+    out = largest_filled_component(model, hu=hu)
+    assert out.dtype == np.uint8 and np.array_equal(out > 0, liver)
 
 
 def test_no_liver_and_wrong_task(tmp_path: Path) -> None:

@@ -8,6 +8,13 @@ mean HU (over the liver's voxels in a square of `LOCAL_MEAN_MM` in-plane) lies m
 inside it) or fills a notch of the liver's outline up to `LIVER_NOTCH_MM` deep (a lesion at its
 edge); then the largest component is kept again. Without it the 2D model took a 15 cm renal
 mass pressing on the liver of 3D-IRCADb-01 1.7 for liver (Dice 0.73; see MODEL_CARD.md).
+
+Holes are filled slice by slice and in 3D (a lesion the model left out is liver), except open
+fluid pockets (`fill_liver_holes`): what only the slice-by-slice filling adds, whose median is
+below `FLUID_BELOW_HU` (40 HU) and which is not enclosed by the liver in 3D, stays out. That is the
+gallbladder in its fossa: on some slices the liver wraps round it, but it opens below the
+liver (on CRLM-CT-1006 the filling took it in, and the lesion model marked its wall). A cyst
+or a necrotic lesion enclosed by the liver is still filled.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ SURE_LIVER_PROBABILITY = 0.98
 DARK_BELOW_LIVER_HU = 50.0
 LOCAL_MEAN_MM = 7.0
 LIVER_NOTCH_MM = 15.0
+FLUID_BELOW_HU = 40.0
 
 
 def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, spacing: Spacing,
@@ -36,7 +44,8 @@ def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, spacing: Sp
     """The liver mask (z, y, x) uint8 of CT `hu` (z, y, x, HU; voxel `spacing` z, y, x mm).
 
     Probability > `threshold`, then the largest 3D connected component (26-connectivity) with
-    holes filled slice by slice and in 3D (lesions inside the liver belong to it), then the
+    holes filled slice by slice and in 3D (lesions inside the liver belong to it; open fluid
+    pockets such as the gallbladder do not: module docstring), then the
     dark-tissue rule (module docstring; `dark_tissue_rule=False` skips it, for comparison).
     Raises `InputError` for a model of another task and when no liver is found.
     """
@@ -49,7 +58,7 @@ def segment_liver(model: SavedModel, hu: npt.NDArray[np.generic], *, spacing: Sp
             model, hu, lambda s: window(s, (low, high)), batch_size=batch_size, bf16=bf16):
         above[start : start + probability.shape[0]] = probability > threshold
         sure[start : start + probability.shape[0]] = probability > SURE_LIVER_PROBABILITY
-    liver = largest_filled_component(above)
+    liver = largest_filled_component(above, hu=hu)
     return drop_dark_tissue(liver, above, sure, hu, spacing) if dark_tissue_rule else liver
 
 
@@ -82,7 +91,7 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     core = largest_filled_component(kept, fill=False) > 0
     closed = _closing(core, spacing, LIVER_NOTCH_MM)  # fills the notches of the outline
     out = np.zeros_like(liver)
-    out[box] = largest_filled_component((closed & above[box]) | core)
+    out[box] = largest_filled_component((closed & above[box]) | core, hu=hu[box])
     return out
 
 
@@ -101,10 +110,12 @@ def _closing(mask: npt.NDArray[np.bool_], spacing: Spacing, radius_mm: float
     return np.asarray(closed[index] | mask)
 
 
-def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True
+def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True,
+                             hu: npt.NDArray[np.generic] | None = None
                              ) -> npt.NDArray[np.uint8]:
     """The largest 26-connected component of `mask` (z, y, x), holes filled (unless `fill` is
-    False), as uint8 0/1.
+    False; with the CT's `hu` on the same grid, open fluid pockets stay out:
+    `fill_liver_holes`), as uint8 0/1.
 
     Works on the mask's bounding box and frees each intermediate as soon as it can: the
     int32 component labels are the largest array (4 bytes a voxel).
@@ -121,10 +132,34 @@ def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True
     largest = labels == int(np.argmax(sizes))
     del labels
     out = np.zeros(inside.shape, dtype=np.uint8)
-    if not fill:
-        out[box] = largest
-        return out
-    for z in range(largest.shape[0]):  # slice by slice first, then in 3D
-        largest[z] = ndimage.binary_fill_holes(largest[z])
-    out[box] = ndimage.binary_fill_holes(largest)
+    if fill:
+        largest = fill_liver_holes(largest, None if hu is None else np.asarray(hu)[box])
+    out[box] = largest
     return out
+
+
+def fill_liver_holes(liver: npt.NDArray[np.bool_], hu: npt.NDArray[np.generic] | None = None
+                     ) -> npt.NDArray[np.bool_]:
+    """`liver` (z, y, x) with its holes filled slice by slice, then in 3D.
+
+    With `hu` (the CT on the same grid, HU), a pocket that only the slice-by-slice filling
+    adds and that `liver` does not enclose in 3D (a 26-connected piece of those voxels) is
+    left out when its median is below `FLUID_BELOW_HU`: the gallbladder. 40 HU lies above
+    bile and simple cysts (0-25 HU) with the partial volume of a pocket's wall, and below the
+    hypodense metastases of the portal-venous phase (about 45-80 HU).
+    """
+    sliced = np.array(liver, dtype=bool)
+    for z in range(sliced.shape[0]):
+        sliced[z] = ndimage.binary_fill_holes(sliced[z])
+    filled = np.asarray(ndimage.binary_fill_holes(sliced))
+    if hu is None:
+        return filled
+    enclosed = np.asarray(ndimage.binary_fill_holes(liver))
+    added = filled & ~enclosed  # added by the slice filling alone, open in 3D
+    pockets, count = connected_components(added)
+    if count == 0:
+        return filled
+    medians = ndimage.median(np.asarray(hu, dtype=np.float32), pockets, np.arange(1, count + 1))
+    fluid = np.flatnonzero(np.asarray(medians) < FLUID_BELOW_HU) + 1
+    filled[np.isin(pockets, fluid)] = False
+    return filled
