@@ -78,6 +78,7 @@ def main() -> None:
     trained = load_model(args.model, expected_task="lesion").record
     result = {"model": str(args.model), "held_out": args.cases,
               "best_epoch": trained.get("best_epoch"),
+              "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),
               "with_checks": score(args.model, rows, args.out, checks=True),
               "without_checks": score(args.model, rows, args.out, checks=False)}
