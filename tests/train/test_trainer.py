@@ -55,8 +55,12 @@ def test_liver_model_learns_and_writes_a_complete_run(
 
 @pytest.mark.slow
 def test_lesion_unet_learns(lesion_manifest: Path, tmp_path: Path) -> None:
-    """The paper's No-TL net with BCE: validation Dice rises well above zero in 10 epochs."""
-    config = make_train_config({"task": "lesion", "epochs": 10, "image_size": 128,
+    """The paper's No-TL net with BCE: validation Dice rises well above zero in 16 epochs.
+
+    Measured 0.53 (best of epochs 14-16; 0.07 at epoch 10): since generator version 2 put fat
+    fissures into the livers, the net needs more epochs to tell lesions from them.
+    """
+    config = make_train_config({"task": "lesion", "epochs": 16, "image_size": 128,
                                 "base_width": 8, "batch_size": 8})
     result = train(lesion_manifest, tmp_path / "run", config)
     assert result.history[0].val_dice < 0.05
