@@ -45,7 +45,7 @@ from livermets.config import make_train_config, parse_assignments
 from livermets.datasets.insert import InsertSettings, insert_lesions, shape_bank
 from livermets.datasets.ircadb import import_ircadb
 from livermets.datasets.public import crlm_atlas, totalsegmentator_example
-from livermets.datasets.synth import generate_cohort
+from livermets.datasets.synth import GENERATOR_VERSION, generate_cohort
 from livermets.io import read_image, write_image
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.models.saved import load_model, save_model
@@ -208,6 +208,7 @@ def main() -> None:
                              *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
                 "settings": config.to_dict(), "insertion": INSERTION.__dict__,
                 "generated_patients": args.patients, "copies": args.copies,
+                "generator_version": GENERATOR_VERSION,
                 "train_seconds": round(seconds), "best_epoch": result.best_epoch,
                 "best_val_dice": round(result.best_val_dice, 4),
             }
