@@ -53,18 +53,24 @@ def test_largest_component_with_holes_filled() -> None:
     assert int(out.sum()) == 3 * 8 * 8 and out[1, 4, 4] == 1 and out[0, 11, 11] == 0
 
 
+def _block(shape: tuple[int, ...], z: slice, y: slice, x: slice) -> np.ndarray:
+    """A boolean mask of `shape` (z, y, x), true on one box."""
+    mask = np.zeros(shape, bool)
+    mask[z, y, x] = True
+    return mask
+
+
 def test_open_fluid_pocket_stays_out_but_lesions_and_cysts_are_filled() -> None:
     # 1 mm voxels; a liver block of 120 HU over z 2-17 (fat around it, -100 HU).
     hu = np.full((20, 60, 60), -100, np.int16)
-    liver = np.zeros(hu.shape, bool)
-    liver[2:18, 10:50, 10:50] = True
+    liver = _block(hu.shape, slice(2, 18), slice(10, 50), slice(10, 50))
     hu[liver] = 120
-    gallbladder = np.zeros(hu.shape, bool)
-    gallbladder[0:11, 20:29, 20:29] = True  # 15 HU, from below the liver up into it
-    cyst = np.zeros(hu.shape, bool)
-    cyst[12:16, 35:41, 35:41] = True  # 10 HU, enclosed by liver on every side
-    lesion = np.zeros(hu.shape, bool)
-    lesion[14:20, 15:23, 35:43] = True  # 60 HU, reaching above the liver's top (z 17)
+    # 15 HU, from below the liver up into it
+    gallbladder = _block(hu.shape, slice(0, 11), slice(20, 29), slice(20, 29))
+    # 10 HU, enclosed by liver on every side
+    cyst = _block(hu.shape, slice(12, 16), slice(35, 41), slice(35, 41))
+    # 60 HU, reaching above the liver's top (z 17)
+    lesion = _block(hu.shape, slice(14, 20), slice(15, 23), slice(35, 43))
     hu[gallbladder], hu[cyst], hu[lesion] = 15, 10, 60
     model = liver & ~gallbladder & ~cyst & ~lesion  # what the model calls liver
     filled = fill_liver_holes(model, hu)
@@ -95,15 +101,12 @@ def test_dark_tissue_pressing_on_the_liver_is_cut_but_its_lesions_stay() -> None
     # inside it and one at its edge (a 10 mm deep notch, open to the outside), and a mass of
     # 40 HU pressing on its right side (x 80-120) that the model also called liver.
     hu = np.full((40, 100, 140), -100, np.int16)
-    liver_true = np.zeros(hu.shape, bool)
-    liver_true[5:35, 20:80, 20:80] = True
+    liver_true = _block(hu.shape, slice(5, 35), slice(20, 80), slice(20, 80))
     hu[liver_true] = 120
-    inner = np.zeros(hu.shape, bool)
-    inner[15:25, 40:55, 40:55] = True
-    edge = np.zeros(hu.shape, bool)
-    edge[15:25, 20:30, 45:60] = True  # from the liver's top edge (y 20), 10 mm deep
-    mass = np.zeros(hu.shape, bool)
-    mass[5:35, 20:80, 80:120] = True
+    inner = _block(hu.shape, slice(15, 25), slice(40, 55), slice(40, 55))
+    # from the liver's top edge (y 20), 10 mm deep
+    edge = _block(hu.shape, slice(15, 25), slice(20, 30), slice(45, 60))
+    mass = _block(hu.shape, slice(5, 35), slice(20, 80), slice(80, 120))
     hu[inner | edge | mass] = 40
     above = (liver_true & ~inner & ~edge) | mass  # the model: neither lesion, but the mass
     sure = liver_true & ~inner & ~edge

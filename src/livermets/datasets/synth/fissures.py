@@ -80,7 +80,7 @@ class _FatSleeve:
         return (_vec3(np.subtract(lo, 2.0)), _vec3(np.add(hi, 2.0)))
 
     def softness_mm(self, spacing: tuple[float, float, float]) -> float:
-        return math.hypot(spacing[1], 0.5 * spacing[0])
+        return _round_softness_mm(spacing)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,13 @@ class _FatShell:
         return self.organ.bounds(pad=self.thickness_mm + 2.0)
 
     def softness_mm(self, spacing: tuple[float, float, float]) -> float:
-        return math.hypot(spacing[1], 0.5 * spacing[0])
+        return _round_softness_mm(spacing)
+
+
+def _round_softness_mm(spacing: tuple[float, float, float]) -> float:
+    """Partial-volume width (mm) of a round structure (a sleeve, a shell): the pixel, plus
+    half the slice (its surface meets the slices at every angle)."""
+    return math.hypot(spacing[1], 0.5 * spacing[0])
 
 
 LiverFat = _FatSheet | _FatSleeve | _FatShell
@@ -166,10 +172,9 @@ def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
         values[parenchyma] += fraction * (np.float32(fat_hu) - values[parenchyma])
         codes[parenchyma] = np.where(fraction >= 0.5, np.uint8(Tissue.VISCERAL_FAT),
                                      np.uint8(Tissue.LIVER))
-        if isinstance(fat, _FatSleeve) and fat.cord_mm > 0.0:
-            cord = np.sqrt(fat.tube.distance2(box.px, box.py, box.pz))
+        if isinstance(fat, _FatSleeve) and fat.cord_mm > 0.0:  # `distance`: from its axis
             share = _covered(np.float32(fat.cord_mm),
-                             np.broadcast_to(cord, codes.shape)[parenchyma], width)
+                             np.broadcast_to(distance, codes.shape)[parenchyma], width)
             values[parenchyma] += share * (np.float32(LIGAMENT_HU) - values[parenchyma])
             codes[parenchyma] = np.where(share >= 0.5, np.uint8(Tissue.MUSCLE),
                                          codes[parenchyma])
