@@ -21,6 +21,10 @@ from livermets.datasets.synth import (
     plan_patient,
     recist_response,
 )
+from livermets.datasets.synth.geometry import _Grid
+from livermets.datasets.synth.paint import _render_tissue
+from livermets.datasets.synth.protocols import LIVER_TISSUES, Tissue
+from livermets.datasets.synth.render import _through_slice_hu
 from livermets.errors import InputError
 from livermets.io.image import read_geometry, read_image
 from livermets.io.manifest import read_manifest, validate_manifest
@@ -269,3 +273,23 @@ def test_cli_writes_a_cohort_and_refuses_a_non_empty_folder(tmp_path: Path) -> N
     assert again.exit_code == 2
     assert "not empty" in again.stderr
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_thick_slices_blend_the_liver_surface_and_keep_its_volume() -> None:
+    """Through-slice averaging (three samples per slice): with a LUT that is 1 on liver and 0
+    elsewhere each voxel holds the share of its samples in the liver (0, 1/3, 2/3 or 1), their
+    sum is the liver's volume in voxels as the slice centres alone count it (both estimate
+    the same integral), and the top slice of the liver (its dome, 12 mm slices) is blended."""
+    plan = plan_patient(0, 1, matrix=96, slices=16)
+    grid = _Grid(plan.geometry, plan.poses["baseline"])
+    tissue = _render_tissue(plan.anatomy, grid)
+    lut = np.zeros(len(Tissue), np.float32)
+    lut[list(LIVER_TISSUES)] = 1.0
+    share = _through_slice_hu(plan.anatomy, grid, tissue, lut)
+    centre = lut[tissue]
+    assert set(np.unique(np.round(share * 3.0, 4))) <= {0.0, 1.0, 2.0, 3.0}
+    assert share.sum() == pytest.approx(centre.sum(), rel=0.01)
+    partial = (share > 0) & (share < 1)
+    assert 0.1 < partial.sum() / centre.sum() < 0.5  # ~25%: surfaces cross 12 mm slices
+    top = int(np.flatnonzero(centre.any(axis=(1, 2))).max())
+    assert share[top][centre[top] > 0].mean() < 0.9  # the dome: liver and what lies above

@@ -127,7 +127,7 @@ class _Anatomy:
     liver_texture: _Fourier
     ribs: tuple[Vec3, ...]  # z at the back (mm), slope (mm/rad), end angle (rad)
     vessels: tuple[tuple[_Tube, Tissue], ...] = ()
-    liver_fat: tuple[LiverFat, ...] = ()  # fissures, hilar and fossa fat (see `fissures`)
+    liver_fat: tuple[LiverFat, ...] = ()  # fissures, hilar, fossa fat, cuffs (`fissures`)
 
 
 def _jitter(rng: np.random.Generator, point: Sequence[float], sd: float, scale: float) -> Vec3:

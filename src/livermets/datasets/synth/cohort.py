@@ -25,7 +25,7 @@ from livermets.types import PathLike
 logger = logging.getLogger(__package__)
 
 #: Bumped whenever the same seed would give different images.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 
 @dataclass(frozen=True)

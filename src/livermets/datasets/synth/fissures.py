@@ -1,4 +1,5 @@
-"""Fat inside the liver's outline: the fissures, the porta hepatis and the gallbladder fossa.
+"""Fat inside the liver's outline: the fissures, the porta hepatis and the gallbladder fossa;
+and the periportal cuff, the darker connective tissue around the large portal branches.
 
 Real livers are not solid: the umbilical fissure (with the ligamentum teres in it), the fissure
 of the ligamentum venosum, the fat sleeve around the portal vein at the hilum and the fat rim of
@@ -109,7 +110,21 @@ def _round_softness_mm(spacing: tuple[float, float, float]) -> float:
     return math.hypot(spacing[1], 0.5 * spacing[0])
 
 
-LiverFat = _FatSheet | _FatSleeve | _FatShell
+@dataclass(frozen=True)
+class _PeriportalCuff(_FatSleeve):
+    """Periportal tissue around a large portal branch (Glisson's sheath: connective tissue,
+    lymphatics, a little fat; `tube.radius` is its outer radius, mm): parenchyma blended
+    towards `darker_hu` below the liver's HU and left in the liver mask. In the portal-venous
+    phase it reads as a dark halo round a bright vessel, which a lesion model must not call a
+    metastasis."""
+
+    darker_hu: float = 40.0
+
+
+LiverFat = _FatSheet | _FatSleeve | _FatShell | _PeriportalCuff
+
+#: Portal branches at least this wide (radius, mm) get a cuff: the first two generations.
+CUFF_MIN_RADIUS_MM = 3.0
 
 
 def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverFat, ...]:
@@ -147,15 +162,22 @@ def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverF
         out.append(_FatSleeve(_Tube(_vec3(hilum), _vec3(end), radius * rng.uniform(0.7, 1.0))))
     if rng.random() < 0.5:
         out.append(_FatShell(anatomy.gallbladder, float(rng.uniform(1.0, 4.0))))
+    if rng.random() < 0.6:  # a visible periportal cuff (thickness and contrast per patient)
+        margin, darker = float(rng.uniform(1.5, 4.5)), float(rng.uniform(25.0, 60.0))
+        for tube, kind in anatomy.vessels:
+            if kind == Tissue.LIVER_PORTAL and tube.radius >= CUFF_MIN_RADIUS_MM:
+                outer = tube.radius + margin * float(rng.uniform(0.6, 1.0))
+                out.append(_PeriportalCuff(_Tube(tube.a, tube.b, outer), darker_hu=darker))
     return tuple(out)
 
 
 def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
-                  structures: Sequence[LiverFat], fat_hu: float) -> None:
-    """Blend each fat structure (an anatomy's `liver_fat`) into the liver parenchyma of `hu`
-    (z, y, x, HU) in place, by the share of each voxel it covers (`_covered`). Voxels at least
-    half fat become `Tissue.VISCERAL_FAT` in `tissue` (out of the liver mask), those at least
-    half ligament `Tissue.MUSCLE`. Vessels inside the liver keep their HU."""
+                  structures: Sequence[LiverFat], fat_hu: float, liver_hu: float) -> None:
+    """Blend each structure (an anatomy's `liver_fat`) into the liver parenchyma of `hu`
+    (z, y, x, HU) in place, by the share of each voxel it covers (`_covered`): fat towards
+    `fat_hu`, a periportal cuff towards `liver_hu` minus its `darker_hu`. Voxels at least half
+    fat become `Tissue.VISCERAL_FAT` in `tissue` (out of the liver mask), those at least half
+    ligament `Tissue.MUSCLE`; a cuff stays liver. Vessels inside the liver keep their HU."""
     spacing = grid.geometry.spacing
     for fat in structures:
         box = grid.box(*fat.bounds())
@@ -169,6 +191,10 @@ def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
         half, distance = fat.extent_mm(box.px, box.py, box.pz)
         fraction = _covered(np.broadcast_to(half, codes.shape)[parenchyma],
                             np.broadcast_to(distance, codes.shape)[parenchyma], width)
+        if isinstance(fat, _PeriportalCuff):
+            target = np.float32(liver_hu - fat.darker_hu)
+            values[parenchyma] += fraction * (target - values[parenchyma])
+            continue
         values[parenchyma] += fraction * (np.float32(fat_hu) - values[parenchyma])
         codes[parenchyma] = np.where(fraction >= 0.5, np.uint8(Tissue.VISCERAL_FAT),
                                      np.uint8(Tissue.LIVER))

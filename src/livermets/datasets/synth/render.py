@@ -3,7 +3,7 @@ the scanner (correlated noise, in-plane blur, HU offset) and the masks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,10 @@ from livermets.datasets.synth.plan import TIMEPOINTS, PatientPlan, _streams, pla
 from livermets.datasets.synth.protocols import LIVER_TISSUES, Tissue, _tissue_hu
 from livermets.errors import InputError
 from livermets.io.volume import Volume
+
+#: Where the slice profile is sampled besides its centre, in slice spacings (three equally
+#: weighted samples of a box profile as thick as the spacing).
+THROUGH_SLICE_OFFSETS = (-1.0 / 3.0, 1.0 / 3.0)
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,10 @@ def render_case(plan: PatientPlan, timepoint: str = "baseline") -> SynthCase:
     lut = _tissue_hu(plan.protocol, rng)
     if timepoint == "tp1":
         lut[Tissue.LIVER] -= rng.uniform(0.0, 10.0)  # chemotherapy-associated steatosis
-    hu = lut[tissue]
+    hu = _through_slice_hu(plan.anatomy, grid, tissue, lut)
     _add_liver_texture(hu, tissue, grid, plan.anatomy)
-    add_liver_fat(hu, tissue, grid, plan.anatomy.liver_fat, float(lut[Tissue.VISCERAL_FAT]))
+    add_liver_fat(hu, tissue, grid, plan.anatomy.liver_fat, float(lut[Tissue.VISCERAL_FAT]),
+                  float(lut[Tissue.LIVER]))
     labels = np.zeros(plan.geometry.shape, dtype=np.uint8)
     keys: dict[int, int] = {}
     for lesion in plan.lesions:
@@ -83,6 +88,23 @@ def generate_case(seed: int, patient_index: int, timepoint: str = "baseline", *,
         raise InputError(f"patient index {patient_index} must be >= 0")
     return render_case(plan_patient(seed, patient_index, matrix=matrix, slices=slices),
                        timepoint)
+
+
+def _through_slice_hu(anatomy: _Anatomy, grid: _Grid, tissue: npt.NDArray[np.uint8],
+                      lut: npt.NDArray[np.float32]) -> Array:
+    """HU (z, y, x) averaged through each slice's thickness (= the slice spacing): the tissue
+    map `tissue` at the slice centres, plus the maps `THROUGH_SLICE_OFFSETS` of the spacing
+    above and below, through `lut`. Where a surface crosses a slice obliquely (the liver's
+    dome, its tip, its lateral edge on thick slices) the voxel is a blend of both sides, as on
+    a scanner; the masks stay those of the slice centres."""
+    geometry = grid.geometry
+    total = lut[tissue].astype(np.float32)
+    for offset in THROUGH_SLICE_OFFSETS:
+        x, y, z = geometry.origin
+        shifted = replace(geometry, origin=(x, y, z + offset * geometry.spacing[0]))
+        total += lut[_render_tissue(anatomy, _Grid(shifted, grid.pose))]
+    total /= np.float32(1 + len(THROUGH_SLICE_OFFSETS))
+    return total
 
 
 def _add_liver_texture(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
