@@ -90,16 +90,18 @@ def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
         ct = read_image(row.image)
         liver = read_image(predictions / row.case_id / "liver.nii.gz").array
         labels = read_image(plain / row.case_id / "lesions.nii.gz").array
+        probability = read_image(predictions / row.case_id / "lesion_probability.nii.gz").array
         for label, box in enumerate(ndimage.find_objects(labels), start=1):
             if box is not None and (row.case_id, label) not in false:
                 measures.append(measure_candidate(labels, label, box, ct.array, liver,
-                                                  ct.spacing, CandidateChecks()))
+                                                  ct.spacing, CandidateChecks(), probability))
     contrasts = [m.contrast_hu for m in measures if m.contrast_hu is not None]
     return {"true_candidates": len(measures),
             "max_outside_fraction": round(max(m.outside_fraction for m in measures), 3),
             "max_fat_fraction": round(max(m.fat_fraction for m in measures), 3),
             "min_contrast_hu": round(min(contrasts), 1),
-            "min_median_hu": round(min(m.median_hu for m in measures), 1)}
+            "min_median_hu": round(min(m.median_hu for m in measures), 1),
+            "min_peak_probability": round(min(m.peak_probability or 0.0 for m in measures), 3)}
 
 
 def gallery_png(ct_path: Path, case: Path, kind: str, title: str, target: Path,

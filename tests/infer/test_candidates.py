@@ -120,3 +120,31 @@ def test_thresholds_are_checked() -> None:
         CandidateChecks(max_fat_fraction=1.5)
     with pytest.raises(InputError, match="shell_mm"):
         CandidateChecks(shell_mm=0.0)
+
+
+def test_confidence_needs_one_voxel_at_the_seed_probability() -> None:
+    """Hysteresis: the lesion (label 1) is kept when one voxel reaches 0.5, rejected when its
+    highest probability is 0.49; without a probability map the check has no verdict."""
+    hu, liver, labels = _phantom()
+    box = (slice(4, 8), slice(10, 20), slice(10, 20))
+    probability = np.where(labels > 0, 0.3, 0.0).astype(np.float32)
+    probability[6, 15, 15] = 0.5
+    seeded = measure_candidate(labels, 1, box, hu, liver, SPACING, NO_SMOOTHING, probability)
+    assert seeded.peak_probability == 0.5 and seeded.failures(NO_SMOOTHING) == []
+    probability[6, 15, 15] = 0.49
+    probability[6, 15, 27] = 0.9  # the fissure next to it (label 2) does not count
+    weak = measure_candidate(labels, 1, box, hu, liver, SPACING, NO_SMOOTHING, probability)
+    assert weak.peak_probability == pytest.approx(0.49)
+    assert weak.failures(NO_SMOOTHING) == ["confidence"]
+    assert weak.to_row()["peak_probability"] == 0.49
+    assert _measures(1).peak_probability is None and _measures(1).to_row()[
+        "peak_probability"] == ""
+    checked = check_candidates(labels, hu, liver, SPACING, NO_SMOOTHING, probability)
+    # Every candidate but the fissure (0.9) now peaks at 0.3 or 0.49: none is kept, and the
+    # reasons follow the labels 1-6 (the phantom's own failures first).
+    assert int(checked.lesions.max()) == 0
+    assert checked.rejected_reasons == [["confidence"], ["fat", "contrast"],
+                                        ["contrast", "confidence"], ["outside", "confidence"],
+                                        ["confidence"], ["fluid", "confidence"]]
+    with pytest.raises(InputError, match="min_peak_probability"):
+        CandidateChecks(min_peak_probability=1.2)

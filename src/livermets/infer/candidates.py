@@ -4,7 +4,8 @@ A candidate is one connected component of the thresholded probability map (`Pred
 real CT the network also fires on things that are not metastases. The usual culprits are fat
 in the liver's fissures and at its hilum, air and fat of the stomach where the liver mask
 reaches over, the gallbladder, vessels, and tissue outside the liver that the lesion margin
-lets in. Four tissue facts catch them, each measured on the CT (z, y, x, HU):
+lets in. Four tissue facts catch them, each measured on the CT (z, y, x, HU), and one fact
+about the network's own output:
 
 - `outside`: more than `max_outside_fraction` of the candidate's voxels lie outside the liver
   mask. The margin (`liver_dilation_mm`) exists for lesions that bulge out of the liver, and
@@ -18,6 +19,12 @@ lets in. Four tissue facts catch them, each measured on the CT (z, y, x, HU):
   is not. There is no verdict when no liver lies around it.
 - `fluid`: its median HU is below `min_median_hu` (20 HU: water, bile; the usual bound for a
   simple cyst). The gallbladder and cysts are not metastases.
+- `confidence`: the network's highest probability in it is below `min_peak_probability`
+  (0.5). Otsu's threshold draws the lesions' outlines, as in the paper, but on a CT with few
+  or no lesions it falls far below 0.5 (0.19 on a generated CT after complete response), and
+  components appear where the network never called any voxel a lesion. Keeping only the
+  components that reach 0.5 somewhere is hysteresis thresholding: Otsu's value outlines,
+  0.5 seeds.
 
 A candidate failing any check is rejected. It is reported with its measures
 (`rejected_candidates.csv`) and stays in the probability map, so nothing is silently lost.
@@ -51,9 +58,10 @@ class CandidateChecks:
     min_contrast_hu: float = 10.0
     shell_mm: float = 5.0
     min_median_hu: float = 20.0
+    min_peak_probability: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("max_outside_fraction", "max_fat_fraction"):
+        for name in ("max_outside_fraction", "max_fat_fraction", "min_peak_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.shell_mm <= 0 or self.fat_smoothing_mm < 0:
@@ -67,12 +75,14 @@ class CandidateChecks:
 @dataclass(frozen=True)
 class CandidateMeasures:
     """One candidate's measures: fractions of its voxels (0-1), its contrast (HU, positive
-    when darker than the liver around it; None when no liver surrounds it) and median HU."""
+    when darker than the liver around it; None when no liver surrounds it), its median HU and
+    the network's highest probability in it (0-1; None when no probability map was given)."""
 
     outside_fraction: float
     fat_fraction: float
     contrast_hu: float | None
     median_hu: float
+    peak_probability: float | None = None
 
     def failures(self, checks: CandidateChecks) -> list[str]:
         """The names of the checks this candidate fails, in the module's order."""
@@ -85,20 +95,27 @@ class CandidateMeasures:
             failed.append("contrast")
         if self.median_hu < checks.min_median_hu:
             failed.append("fluid")
+        if (self.peak_probability is not None
+                and self.peak_probability < checks.min_peak_probability):
+            failed.append("confidence")
         return failed
 
     def to_row(self) -> dict[str, Any]:
-        """CSV columns: fractions to 3 decimals, HU to 0.1 (contrast empty when None)."""
+        """CSV columns: fractions and probability to 3 decimals, HU to 0.1 (empty when None)."""
         return {"outside_fraction": round(self.outside_fraction, 3),
                 "fat_fraction": round(self.fat_fraction, 3),
                 "contrast_hu": "" if self.contrast_hu is None else round(self.contrast_hu, 1),
-                "median_hu": round(self.median_hu, 1)}
+                "median_hu": round(self.median_hu, 1),
+                "peak_probability": ("" if self.peak_probability is None
+                                     else round(self.peak_probability, 3))}
 
 
 def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
                       hu: npt.NDArray[np.generic], liver: npt.NDArray[Any],
-                      spacing: Spacing, checks: CandidateChecks) -> CandidateMeasures:
-    """The measures of candidate `label` of `labels` (z, y, x), whose bounding box is `box`.
+                      spacing: Spacing, checks: CandidateChecks,
+                      probability: npt.NDArray[np.floating] | None = None) -> CandidateMeasures:
+    """The measures of candidate `label` of `labels` (z, y, x), whose bounding box is `box`;
+    `probability` is the network's lesion probability (0-1) on the same grid, when known.
 
     Only a box around the candidate is read: grown by the shell (for the contrast) and by
     three smoothing sigmas (so the smoothing sees the same neighbours as on the whole CT).
@@ -121,7 +138,8 @@ def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[sl
     distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
     shell = (distance > 0) & (distance <= checks.shell_mm) & in_liver & (local == 0)
     contrast = float(np.median(values[shell])) - median if shell.any() else None
-    return CandidateMeasures(outside_fraction, fat_fraction, contrast, median)
+    peak = None if probability is None else float(probability[grown][inside].max())
+    return CandidateMeasures(outside_fraction, fat_fraction, contrast, median, peak)
 
 
 @dataclass(frozen=True)
@@ -137,12 +155,13 @@ class CheckedCandidates:
 
 
 def check_candidates(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic],
-                     liver: npt.NDArray[Any], spacing: Spacing,
-                     checks: CandidateChecks) -> CheckedCandidates:
+                     liver: npt.NDArray[Any], spacing: Spacing, checks: CandidateChecks,
+                     probability: npt.NDArray[np.floating] | None = None) -> CheckedCandidates:
     """Split the candidates of `labels` (instance map 1..K, z, y, x) into kept and rejected.
 
-    `hu` is the CT and `liver` the liver mask (> 0 inside), both on `labels`' grid; `spacing`
-    in mm (z, y, x). Each group is renumbered 1..n in the candidates' order, so candidates
+    `hu` is the CT, `liver` the liver mask (> 0 inside) and `probability` the network's
+    output (0-1; without it the `confidence` check has no verdict), all on `labels`' grid;
+    `spacing` in mm (z, y, x). Each group is renumbered 1..n in the candidates' order, so candidates
     numbered by decreasing volume (as `instance_labels` numbers them) stay so.
     """
     kept: list[int] = []
@@ -153,7 +172,8 @@ def check_candidates(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        measures = measure_candidate(labels, label, box, hu, liver, spacing, checks)
+        measures = measure_candidate(labels, label, box, hu, liver, spacing, checks,
+                                     probability)
         failed = measures.failures(checks)
         if failed:
             rejected.append(label)

@@ -64,7 +64,7 @@ LESION_COLUMNS = ("lesion_id", "volume_ml", "longest_axial_diameter_mm",
                   "centroid_z_mm", "mean_hu")
 #: Columns of `rejected_candidates.csv`: the lesion columns, the measures and failed checks.
 REJECTED_COLUMNS = ("candidate_id", *LESION_COLUMNS[1:], "outside_fraction", "fat_fraction",
-                    "contrast_hu", "median_hu", "failed_checks")
+                    "contrast_hu", "median_hu", "peak_probability", "failed_checks")
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ class Predictor:
         if self.settings.candidate_checks is None:
             return FoundLesions(_placed(labels_box, box, probability.shape), threshold)
         checked = check_candidates(labels_box, hu[box], liver[box], spacing,
-                                   self.settings.candidate_checks)
+                                   self.settings.candidate_checks, probability[box])
         return FoundLesions(_placed(checked.lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
                             checked.rejected_measures, checked.rejected_reasons)
