@@ -82,7 +82,9 @@ def plain_predictions(predictions: Path, out: Path, case_ids: list[str]) -> Path
 def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
                         evaluation: Path) -> dict[str, float]:
     """How close the candidates that match a reference lesion (plain Otsu, not false
-    positives in `evaluation`) come to each check's threshold: the extreme of each measure."""
+    positives in `evaluation`) come to each check's threshold: the extreme of each measure,
+    and how many of them the checks reject (pieces of a lesion the liver mask cut off, or
+    slivers beside a vessel, can fail them)."""
     with (evaluation / "false_positives.csv").open() as handle:
         false = {(r["case_id"], int(r["lesion_id"])) for r in csv.DictReader(handle)}
     measures = []
@@ -97,6 +99,7 @@ def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
                                                   ct.spacing, CandidateChecks(), probability))
     contrasts = [m.contrast_hu for m in measures if m.contrast_hu is not None]
     return {"true_candidates": len(measures),
+            "rejected_true_candidates": sum(1 for m in measures if m.failures(CandidateChecks())),
             "max_outside_fraction": round(max(m.outside_fraction for m in measures), 3),
             "max_fat_fraction": round(max(m.fat_fraction for m in measures), 3),
             "min_contrast_hu": round(min(contrasts), 1),
@@ -129,6 +132,8 @@ def gallery_png(ct_path: Path, case: Path, kind: str, title: str, target: Path,
         uri = lesion_gallery(crops, ct.spacing[1] / ct.spacing[2], title,
                              color="#d62728" if kind == "lesions" else "#ff7f0e")
         target.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+    else:
+        target.unlink(missing_ok=True)  # a picture from an earlier run would mislead
     return {"picture": str(target.relative_to(ROOT)) if crops else None, "shown": len(crops)}
 
 
