@@ -87,6 +87,7 @@ def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
     slivers beside a vessel, can fail them)."""
     with (evaluation / "false_positives.csv").open() as handle:
         false = {(r["case_id"], int(r["lesion_id"])) for r in csv.DictReader(handle)}
+    checks = CandidateChecks()
     measures = []
     for row in rows:
         ct = read_image(row.image)
@@ -96,10 +97,10 @@ def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
         for label, box in enumerate(ndimage.find_objects(labels), start=1):
             if box is not None and (row.case_id, label) not in false:
                 measures.append(measure_candidate(labels, label, box, ct.array, liver,
-                                                  ct.spacing, CandidateChecks(), probability))
+                                                  ct.spacing, checks, probability))
     contrasts = [m.contrast_hu for m in measures if m.contrast_hu is not None]
     return {"true_candidates": len(measures),
-            "rejected_true_candidates": sum(1 for m in measures if m.failures(CandidateChecks())),
+            "rejected_true_candidates": sum(1 for m in measures if m.failures(checks)),
             "max_outside_fraction": round(max(m.outside_fraction for m in measures), 3),
             "max_fat_fraction": round(max(m.fat_fraction for m in measures), 3),
             "min_contrast_hu": round(min(contrasts), 1),

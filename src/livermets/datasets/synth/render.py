@@ -98,9 +98,9 @@ def _through_slice_hu(anatomy: _Anatomy, grid: _Grid, tissue: npt.NDArray[np.uin
     dome, its tip, its lateral edge on thick slices) the voxel is a blend of both sides, as on
     a scanner; the masks stay those of the slice centres."""
     geometry = grid.geometry
-    total = lut[tissue].astype(np.float32)
+    x, y, z = geometry.origin
+    total = lut[tissue]  # a new float32 array (fancy indexing copies)
     for offset in THROUGH_SLICE_OFFSETS:
-        x, y, z = geometry.origin
         shifted = replace(geometry, origin=(x, y, z + offset * geometry.spacing[0]))
         total += lut[_render_tissue(anatomy, _Grid(shifted, grid.pose))]
     total /= np.float32(1 + len(THROUGH_SLICE_OFFSETS))
