@@ -13,6 +13,7 @@ from livermets.io import read_image
 from livermets.preprocess import (
     LiverStatistics,
     PlaneMapping,
+    liver_plane_box,
     liver_statistics,
     liver_z_range,
     liver_zscore,
@@ -132,3 +133,19 @@ def test_liver_z_range_with_margin() -> None:
 
 def test_statistics_is_a_plain_value() -> None:
     assert LiverStatistics(1.0, 2.0, 3.0) == LiverStatistics(1.0, 2.0, 3.0)
+
+
+def test_liver_plane_box_by_hand() -> None:
+    mask = np.zeros((6, 40, 60), np.uint8)
+    mask[2, 10:20, 30:50] = 1
+    mask[4, 12:22, 35:40] = 1  # another slice widens the rows to 10..21
+    # 3 mm margin: ceil(3 / 0.5) = 6 rows and ceil(3 / 2) = 2 columns on each side.
+    assert liver_plane_box(mask, (5.0, 0.5, 2.0), 3.0) == (slice(4, 28), slice(28, 52))
+    # Clipped to the slice; no margin is the bounding box itself; None is the whole slice.
+    assert liver_plane_box(mask, (5.0, 0.5, 2.0), 100.0) == (slice(0, 40), slice(0, 60))
+    assert liver_plane_box(mask, (5.0, 0.5, 2.0), 0.0) == (slice(10, 22), slice(30, 50))
+    assert liver_plane_box(mask, (5.0, 0.5, 2.0), None) == (slice(0, 40), slice(0, 60))
+    with pytest.raises(InputError, match="empty"):
+        liver_plane_box(np.zeros((2, 4, 4)), (1.0, 1.0, 1.0), 5.0)
+    with pytest.raises(InputError, match=">= 0 mm"):
+        liver_plane_box(mask, (1.0, 1.0, 1.0), -1.0)

@@ -65,6 +65,10 @@ class TrainConfig:
     balance_centers: bool = False
     #: Slices beyond the liver's z-range kept for the lesion task, in mm on each side.
     z_margin_mm: float = 10.0
+    #: Lesion task: None feeds the network the whole slice (the paper); a margin in mm feeds
+    #: it the liver's in-plane bounding box grown by that margin, so a 10 mm lesion covers
+    #: about twice as many network pixels. Not a paper setting.
+    crop_margin_mm: float | None = None
     #: Patients held out for validation when the manifest marks none (split `validation`).
     val_fraction: float = 0.2
     augment: bool = True
@@ -94,6 +98,8 @@ class TrainConfig:
             (self.base_width >= 1, "base_width must be >= 1"),
             (self.grad_clip_norm is None or self.grad_clip_norm >= 0,
              "grad_clip_norm must be >= 0 or null"),
+            (self.crop_margin_mm is None or self.crop_margin_mm >= 0,
+             "crop_margin_mm must be >= 0 or null"),
         ]
         for ok, message in checks:
             if not ok:

@@ -9,7 +9,9 @@
   inside the whole liver volume of that CT.
 - The liver model's input: HU clipped to the abdominal window [-150, 250] HU (level 50, width
   400) and scaled to [0, 1].
-- Crop to the liver's z-range plus a margin in mm, for the lesion model.
+- Crop to the liver's z-range plus a margin in mm, for the lesion model; optionally also
+  in-plane to the liver's bounding box plus a margin (`liver_plane_box`), so that small
+  lesions cover more network pixels than on the whole slice (not the paper's choice).
 
 Arrays are numpy (z, y, x); float work is float32 (no float64 copies of whole volumes).
 """
@@ -180,3 +182,28 @@ def liver_z_range(liver_mask: npt.NDArray[Any], spacing: Spacing, *,
         raise InputError("the liver mask is empty; check the liver mask or the liver model")
     margin = math.ceil(margin_mm / spacing[0]) if margin_mm > 0 else 0
     return max(0, int(slices[0]) - margin), min(liver_mask.shape[0], int(slices[-1]) + 1 + margin)
+
+
+def liver_plane_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
+                    margin_mm: float | None) -> tuple[slice, slice]:
+    """The in-plane (rows, columns) box the lesion model sees on every slice.
+
+    `margin_mm` None: the whole slice (the paper). Otherwise the bounding box of the liver
+    (mask > 0, z, y, x) over all its slices, grown by `margin_mm` (rounded up to whole pixels
+    of `spacing`, mm) on each side and clipped to the slice. Raises `InputError` for an empty
+    mask or a negative margin.
+    """
+    if margin_mm is None:
+        return slice(0, liver_mask.shape[1]), slice(0, liver_mask.shape[2])
+    if margin_mm < 0:
+        raise InputError(f"the crop margin must be >= 0 mm, got {margin_mm}")
+    footprint = np.any(liver_mask > 0, axis=0)
+    rows, columns = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
+    if rows.size == 0:
+        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+    bounds = []
+    for found, size, pixel_mm in ((rows, footprint.shape[0], spacing[1]),
+                                  (columns, footprint.shape[1], spacing[2])):
+        reach = math.ceil(margin_mm / pixel_mm)
+        bounds.append(slice(max(0, int(found[0]) - reach), min(size, int(found[-1]) + 1 + reach)))
+    return bounds[0], bounds[1]

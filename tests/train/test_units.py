@@ -16,9 +16,11 @@ from livermets.config import (
     parse_assignments,
 )
 from livermets.errors import InputError
+from livermets.io import Volume, write_image
 from livermets.io.manifest import ManifestRow
-from livermets.train.data import SliceSet, augment, epoch_indices, split_patients
+from livermets.train.data import SliceSet, augment, epoch_indices, load_slices, split_patients
 from livermets.train.losses import bce, dice_bce, get_loss, soft_dice
+from livermets.train.trainer import preprocessing_settings
 
 
 def test_defaults_are_the_papers() -> None:
@@ -47,6 +49,7 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
     ({"epochs": 2.5}, "expected int"), ({"augment": "maybe"}, "expected bool"),
     ({"lr_factor": 1.0}, "lr_factor"), ({"task": "kidney"}, "choose one of liver, lesion"),
     ({"grad_clip_norm": -1}, "grad_clip_norm must be >= 0"),
+    ({"crop_margin_mm": -5.0}, "crop_margin_mm must be >= 0"),
 ])
 def test_bad_values(values: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -168,3 +171,31 @@ def test_balance_centers_gives_each_centre_an_equal_share() -> None:
                             torch.Generator().manual_seed(0)).numpy()
     # Without balancing, B holds 2/22 of the positives and 8/78 of the negatives.
     assert abs(int((natural >= 90).sum()) - round(10000 * 2 / 22 + 10000 * 8 / 78)) < 4 * 40
+
+
+def test_lesion_slices_cropped_to_the_liver_box(tmp_path: Path) -> None:
+    """With `crop_margin_mm` 0 the network sees exactly the liver's 32x32 box: no resizing,
+    so the inputs are the box's z-scored HU and the targets its lesion voxels, as they are."""
+    shape = (10, 80, 96)
+    rng = np.random.default_rng(0)
+    hu = rng.integers(80, 120, size=shape).astype(np.int16)
+    liver = np.zeros(shape, np.uint8)
+    liver[3:7, 20:52, 40:72] = 1  # 4 slices of 32x32 pixels of 2 mm: 65.5 mL at 4 mm
+    lesions = np.zeros(shape, np.uint8)
+    lesions[4, 30:34, 50:54] = 1
+    hu[lesions > 0] = 30
+    paths = {name: write_image(Volume.from_array(array, spacing=(4.0, 2.0, 2.0)),
+                               tmp_path / f"{name}.nii.gz")
+             for name, array in (("ct", hu), ("liver", liver), ("lesions", lesions))}
+    row = ManifestRow(patient_id="p", timepoint="baseline", image=paths["ct"],
+                      liver_mask=paths["liver"], lesion_mask=paths["lesions"])
+    config = TrainConfig(task="lesion", image_size=32, z_margin_mm=4.0, crop_margin_mm=0.0)
+    slices = load_slices([row], config)
+
+    box = hu[2:8, 20:52, 40:72].astype(np.float64)  # the z-range 3..6 plus one 4 mm slice
+    inside = hu[liver > 0].astype(np.float64)
+    expected = (box - inside.mean()) / inside.std()
+    np.testing.assert_allclose(slices.images.float().numpy(), expected, atol=5e-3)
+    np.testing.assert_array_equal(slices.targets.numpy(), lesions[2:8, 20:52, 40:72])
+    assert preprocessing_settings(config)["crop_margin_mm"] == 0.0
+    assert "crop_margin_mm" not in preprocessing_settings(TrainConfig(task="lesion"))

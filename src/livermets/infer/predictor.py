@@ -4,7 +4,9 @@ For one CT (z, y, x, HU):
 
 1. Liver: the liver model's mask (largest 3D component, holes filled), or a given mask.
 2. The paper's liver z-score (mean and SD of the HU inside that liver) and the liver's
-   z-range plus the lesion model's margin; slices outside it get probability 0.
+   z-range plus the lesion model's margin; slices outside it get probability 0. A model
+   trained with `crop_margin_mm` sees only the liver's in-plane box plus that margin
+   (`preprocess.liver_plane_box`); pixels outside it get probability 0.
 3. Lesion probabilities per slice, in batches, on the lesion model's grid and back
    (`infer.slices`), with the settings saved in the model file, never re-typed.
 4. Probabilities in steps of 1/1024, 0 outside the liver's bounding box grown by
@@ -43,7 +45,13 @@ from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
-from livermets.preprocess import LiverStatistics, liver_statistics, liver_z_range, liver_zscore
+from livermets.preprocess import (
+    LiverStatistics,
+    liver_plane_box,
+    liver_statistics,
+    liver_z_range,
+    liver_zscore,
+)
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -186,10 +194,13 @@ class Predictor:
         stats = liver_statistics(hu, liver, ct.spacing)
         margin = float(self.lesion_model.preprocessing.get("z_margin_mm", 10.0))
         start, stop = liver_z_range(liver, ct.spacing, margin_mm=margin)
+        rows, columns = liver_plane_box(
+            liver, ct.spacing, self.lesion_model.preprocessing.get("crop_margin_mm"))
         probability = np.zeros(hu.shape, dtype=np.float32)
-        slice_probabilities(self.lesion_model, hu[start:stop], lambda s: liver_zscore(s, stats),
+        slice_probabilities(self.lesion_model, hu[start:stop, rows, columns],
+                            lambda s: liver_zscore(s, stats),
                             batch_size=self.settings.batch_size, bf16=bf16,
-                            out=probability[start:stop])
+                            out=probability[start:stop, rows, columns])
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()

@@ -4,7 +4,8 @@ Each CT is read once, mapped to the network grid and normalised as inference wil
 - liver task: input = HU in the abdominal window scaled to [0, 1]; target = liver mask; all
   slices.
 - lesion task: input = the paper's liver z-score (reference liver mask); target = lesion mask
-  > 0; only slices within the liver's z-range plus `z_margin_mm`.
+  > 0; only slices within the liver's z-range plus `z_margin_mm`, and with `crop_margin_mm`
+  only the liver's in-plane bounding box plus that margin (`liver_plane_box`).
 Slices are kept in memory as float16 inputs and uint8 targets, shape (n, S, S).
 
 Manifest `split` values: `training`/`train` or empty -> the training pool; `validation`/`val`
@@ -31,6 +32,7 @@ from livermets.io.manifest import ManifestRow
 from livermets.preprocess import (
     AIR_HU,
     PlaneMapping,
+    liver_plane_box,
     liver_statistics,
     liver_z_range,
     liver_zscore,
@@ -111,8 +113,8 @@ def _case_slices(row: ManifestRow, config: TrainConfig) -> tuple[np.ndarray, np.
     ct = read_image(row.image)
     liver = read_image(row.liver_mask)
     _same_grid(row, ct, liver, "liver_mask")
-    mapping = PlaneMapping(ct.shape[1], ct.shape[2], config.image_size)
     if config.task == "liver":
+        mapping = PlaneMapping(ct.shape[1], ct.shape[2], config.image_size)
         hu = mapping.to_network(ct.array, kind="image", pad_value=AIR_HU)
         target = liver.array > 0
         return window(hu), mapping.to_network(target.astype(np.uint8), kind="mask")
@@ -122,8 +124,12 @@ def _case_slices(row: ManifestRow, config: TrainConfig) -> tuple[np.ndarray, np.
     _same_grid(row, ct, lesions, "lesion_mask")
     stats = liver_statistics(ct.array, liver.array, ct.spacing)
     start, stop = liver_z_range(liver.array, ct.spacing, margin_mm=config.z_margin_mm)
-    hu = mapping.to_network(ct.array[start:stop], kind="image", pad_value=AIR_HU)
-    target = (lesions.array[start:stop] > 0).astype(np.uint8)
+    rows, columns = liver_plane_box(liver.array, ct.spacing, config.crop_margin_mm)
+    mapping = PlaneMapping(rows.stop - rows.start, columns.stop - columns.start,
+                           config.image_size)
+    hu = mapping.to_network(ct.array[start:stop, rows, columns], kind="image",
+                            pad_value=AIR_HU)
+    target = (lesions.array[start:stop, rows, columns] > 0).astype(np.uint8)
     return liver_zscore(hu, stats), mapping.to_network(target, kind="mask")
 
 

@@ -175,6 +175,8 @@ def preprocessing_settings(config: TrainConfig) -> dict[str, Any]:
         settings |= {"normalisation": "window", "window_hu": list(LIVER_WINDOW_HU)}
     else:
         settings |= {"normalisation": "liver_zscore", "z_margin_mm": config.z_margin_mm}
+        if config.crop_margin_mm is not None:
+            settings["crop_margin_mm"] = config.crop_margin_mm
     return settings
 
 
