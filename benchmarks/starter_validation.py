@@ -18,7 +18,9 @@ What it measures (every number in MODEL_CARD.md comes from here):
   - IRCADb 1.17 (trained on, with inserted copies): its 2 lesions, for contrast;
 - the CRLM-CT-1004 and -1006 CTs (real colorectal liver metastases, no reference): the lesions
   found and the candidates rejected, with a picture of each (`docs/model_card/`): one crop per
-  lesion (or candidate) on its widest slice, for a reader to judge.
+  lesion (or candidate) on its widest slice, for a reader to judge; and for each nodule a
+  developer marked on them (`crlm_reader_marks.json`) the marked slices on which a kept lesion
+  covers it and the network's peak probability there.
 
 With `--write-card` it writes `src/livermets/models/starter/card.json`, the pictures, and
 renders `MODEL_CARD.md` at the repository root.
@@ -59,6 +61,11 @@ logger = logging.getLogger("starter_validation")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 FIGURES = ROOT / "docs" / "model_card"
+READER_MARKS = Path(__file__).with_name("crlm_reader_marks.json")
+#: A marked point counts as found when a kept lesion lies within this many pixels of it.
+MARK_REACH_PIXELS = 2
+#: The network's peak probability is read within this many pixels of a marked point.
+MARK_PROBABILITY_PIXELS = 4
 
 
 def lesion_rows(folder: Path, kind: str = "lesions") -> list[dict[str, str]]:
@@ -106,6 +113,36 @@ def true_lesion_margins(rows: list[ManifestRow], predictions: Path, plain: Path,
             "min_contrast_hu": round(min(contrasts), 1),
             "min_median_hu": round(min(m.median_hu for m in measures), 1),
             "min_peak_probability": round(min(m.peak_probability or 0.0 for m in measures), 3)}
+
+
+def reader_marks(marks: Path, predictions: Path) -> list[dict[str, Any]]:
+    """Score the nodules a reader marked on the CRLM CTs (`crlm_reader_marks.json`).
+
+    Each nodule is a list of [slice, row, column] points; a point is found when a kept
+    lesion (lesions.nii.gz > 0) lies within `MARK_REACH_PIXELS` of it on its slice, and its
+    peak probability is the highest of lesion_probability.nii.gz within
+    `MARK_PROBABILITY_PIXELS`. Returns one dict per nodule.
+    """
+    scored = []
+    for nodule in json.loads(marks.read_text())["nodules"]:
+        folder = predictions / nodule["case"]
+        lesions = read_image(folder / "lesions.nii.gz").array
+        probability = read_image(folder / "lesion_probability.nii.gz").array
+        found, peaks = [], []
+        for z, row, column in nodule["points"]:
+            found.append(bool(_disc(lesions[z], row, column, MARK_REACH_PIXELS).any()))
+            peaks.append(round(float(_disc(probability[z], row, column,
+                                           MARK_PROBABILITY_PIXELS).max()), 3))
+        scored.append({"case": nodule["case"], "name": nodule["name"],
+                       "slices": [p[0] for p in nodule["points"]], "found": found,
+                       "peak_probability": peaks})
+    return scored
+
+
+def _disc(plane: np.ndarray, row: int, column: int, radius: int) -> np.ndarray:
+    """The values of `plane` (y, x) within `radius` pixels of (row, column)."""
+    rows, columns = np.ogrid[:plane.shape[0], :plane.shape[1]]
+    return plane[(rows - row) ** 2 + (columns - column) ** 2 <= radius**2]
 
 
 def gallery_png(ct_path: Path, case: Path, kind: str, title: str, target: Path,
@@ -227,6 +264,7 @@ def main() -> None:
                "liver": liver, "lesion_groups": groups,
                "lesion_groups_without_checks": plain_groups,
                "true_lesion_margins": margins, "crlm": crlm_found,
+               "reader_marks": reader_marks(READER_MARKS, predictions),
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
