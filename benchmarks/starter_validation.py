@@ -184,11 +184,14 @@ def main() -> None:
     parser.add_argument("--leave-one-out", nargs="*", type=Path, default=[],
                         help="result.json files of benchmarks/lesion_leave_one_out.py, whose "
                              "figures go into the card.")
+    parser.add_argument("--zoom-margin-mm", type=float, default=None,
+                        help="Also run the lesion model on the liver's box, magnified "
+                             "(PredictSettings.zoom_margin_mm).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work: Path = args.work
     predictor = Predictor(starter_model_path("lesion"), starter_model_path("liver"),
-                          PredictSettings())
+                          PredictSettings(zoom_margin_mm=args.zoom_margin_mm))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
                              overwrite=True)
@@ -266,6 +269,7 @@ def main() -> None:
                "true_lesion_margins": margins, "crlm": crlm_found,
                "reader_marks": reader_marks(READER_MARKS, predictions),
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
+               "zoom_margin_mm": args.zoom_margin_mm,
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))

@@ -316,6 +316,12 @@ def predict(
     probability: Annotated[
         bool, typer.Option(help="Write lesion_probability.nii.gz.")
     ] = True,
+    zoom_margin_mm: Annotated[
+        float | None, typer.Option(help="Also run the lesion model on the liver's box grown by "
+                                        "this margin (mm), magnified, keeping the higher "
+                                        "probability: more small lesions found, more false "
+                                        "ones (benchmarks/RESULTS.md). Off by default.")
+    ] = None,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
 ) -> None:
@@ -345,7 +351,8 @@ def predict(
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
                                    candidate_checks=CandidateChecks() if candidate_checks
                                    else None,
-                                   batch_size=batch_size, keep_probability=probability)
+                                   batch_size=batch_size, keep_probability=probability,
+                                   zoom_margin_mm=zoom_margin_mm)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

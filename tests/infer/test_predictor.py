@@ -245,13 +245,9 @@ def test_probabilities_are_kept_in_1024ths_inside_the_dilated_liver_only() -> No
     assert result.probability.array[phantom.balls["A"]].min() == 1.0
 
 
-def test_a_model_trained_on_liver_crops_sees_a_lesion_the_whole_slice_blurs_away() -> None:
-    """A 6 mm lesion (4x4 pixels of 1.5 mm, 60 HU darker) in a 48 mm liver on a 240 mm slice.
-
-    Shrunk whole to a 32x32 grid (5x), the lesion is averaged with the liver around it and its
-    z-score no longer reaches the rule's -2.5 (peak probability 0.36): nothing is found. With
-    `crop_margin_mm` 3 the network sees the liver's box plus 2 pixels (36 pixels, 1.125x), and
-    the lesion is found voxel for voxel."""
+def _small_lesion_phantom() -> tuple[Volume, Volume, np.ndarray]:
+    """A 6 mm lesion (4x4 pixels of 1.5 mm, 60 HU darker) in a 48 mm liver on a 240 mm slice:
+    (CT, liver, lesion mask)."""
     shape = (16, 160, 160)
     z, y, x = np.indices(shape)
     hu = np.full(shape, -1000, dtype=np.int16)
@@ -263,8 +259,16 @@ def test_a_model_trained_on_liver_crops_sees_a_lesion_the_whole_slice_blurs_away
     lesion = np.zeros(shape, bool)
     lesion[6:10, 34:38, 34:38] = True
     hu[lesion] = 40
-    ct = Volume.from_array(hu, spacing=(5.0, 1.5, 1.5))
-    given = Volume.from_array(liver, spacing=(5.0, 1.5, 1.5))
+    return (Volume.from_array(hu, spacing=(5.0, 1.5, 1.5)),
+            Volume.from_array(liver, spacing=(5.0, 1.5, 1.5)), lesion)
+
+
+def test_a_model_trained_on_liver_crops_sees_a_lesion_the_whole_slice_blurs_away() -> None:
+    """Shrunk whole to a 32x32 grid (5x), the 6 mm lesion is averaged with the liver around it
+    and its z-score no longer reaches the rule's -2.5 (peak probability 0.36): nothing is
+    found. With `crop_margin_mm` 3 the network sees the liver's box plus 2 pixels (36 pixels,
+    1.125x), and the lesion is found voxel for voxel."""
+    ct, given, lesion = _small_lesion_phantom()
     settings = PredictSettings(precision="fp32")
 
     whole = Predictor(lesion_rule(32), settings=settings).predict(ct, given)
@@ -276,4 +280,21 @@ def test_a_model_trained_on_liver_crops_sees_a_lesion_the_whole_slice_blurs_away
     cropped = Predictor(cropping, settings=settings).predict(ct, given)
     np.testing.assert_array_equal(cropped.lesions.array, lesion.astype(np.uint8))
     assert cropped.probability is not None
-    assert cropped.probability.array.shape == shape
+    assert cropped.probability.array.shape == lesion.shape
+
+
+def test_a_zoomed_second_pass_finds_the_small_lesion_and_only_raises_probabilities() -> None:
+    """The whole-slice model alone misses the 6 mm lesion (above); a second pass on the
+    liver's box plus 3 mm, magnified, finds it voxel for voxel, and the probability kept is
+    the higher of the two passes everywhere."""
+    ct, given, lesion = _small_lesion_phantom()
+    whole = Predictor(lesion_rule(32), settings=PredictSettings(precision="fp32")).predict(
+        ct, given)
+    zoomed = Predictor(lesion_rule(32), settings=PredictSettings(
+        precision="fp32", zoom_margin_mm=3.0)).predict(ct, given)
+    np.testing.assert_array_equal(zoomed.lesions.array, lesion.astype(np.uint8))
+    assert whole.probability is not None and zoomed.probability is not None
+    assert (zoomed.probability.array >= whole.probability.array).all()
+    assert zoomed.probability.array[lesion].min() > 0.5 > whole.probability.array.max()
+    with pytest.raises(InputError, match="zoom margin"):
+        PredictSettings(zoom_margin_mm=-1.0)

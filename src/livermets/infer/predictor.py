@@ -6,7 +6,8 @@ For one CT (z, y, x, HU):
 2. The paper's liver z-score (mean and SD of the HU inside that liver) and the liver's
    z-range plus the lesion model's margin; slices outside it get probability 0. A model
    trained with `crop_margin_mm` sees only the liver's in-plane box plus that margin
-   (`preprocess.liver_plane_box`); pixels outside it get probability 0.
+   (`preprocess.liver_plane_box`); pixels outside it get probability 0. With
+   `zoom_margin_mm` a second pass on the liver's box, magnified, keeps the higher probability.
 3. Lesion probabilities per slice, in batches, on the lesion model's grid and back
    (`infer.slices`), with the settings saved in the model file, never re-typed.
 4. Probabilities in steps of 1/1024, 0 outside the liver's bounding box grown by
@@ -81,6 +82,9 @@ class PredictSettings:
 
     `threshold`: "otsu" or a probability in (0, 1); `liver_dilation_mm`: lesion voxels may lie
     this far outside the liver mask (tumours on the liver's edge bulge out of it);
+    `zoom_margin_mm`: None, or a second pass of the lesion model on the liver's in-plane box
+    grown by this margin (mm), magnified to the network grid, whose probability is kept where
+    it is higher (small lesions are seen larger);
     `min_lesion_mm3`: smaller components are dropped; `candidate_checks`: the tissue checks of
     `infer.candidates` (None: every candidate is a lesion, as in the paper); `precision`:
     "auto" (bf16 where the CPU or GPU does it fast), "fp32" or "bf16"; `batch_size`: slices per
@@ -94,6 +98,7 @@ class PredictSettings:
     precision: str = "auto"
     batch_size: int = 8
     keep_probability: bool = True
+    zoom_margin_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
@@ -106,6 +111,8 @@ class PredictSettings:
                              f"{self.precision!r}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.zoom_margin_mm is not None and self.zoom_margin_mm < 0:
+            raise InputError(f"zoom margin must be >= 0 mm, got {self.zoom_margin_mm}")
         choose_threshold(np.zeros(0), self.threshold)  # validates a fixed value
 
 
@@ -201,6 +208,13 @@ class Predictor:
                             lambda s: liver_zscore(s, stats),
                             batch_size=self.settings.batch_size, bf16=bf16,
                             out=probability[start:stop, rows, columns])
+        if self.settings.zoom_margin_mm is not None:
+            rows, columns = liver_plane_box(liver, ct.spacing, self.settings.zoom_margin_mm)
+            zoomed = slice_probabilities(self.lesion_model, hu[start:stop, rows, columns],
+                                         lambda s: liver_zscore(s, stats),
+                                         batch_size=self.settings.batch_size, bf16=bf16)
+            np.maximum(probability[start:stop, rows, columns], zoomed,
+                       out=probability[start:stop, rows, columns])
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -262,7 +276,8 @@ class Predictor:
                     "liver_dilation_mm": self.settings.liver_dilation_mm,
                     "min_lesion_mm3": self.settings.min_lesion_mm3,
                     "candidate_checks": None if checks is None else checks.to_json(),
-                    "batch_size": self.settings.batch_size, "precision": self.precision}
+                    "batch_size": self.settings.batch_size, "precision": self.precision,
+                    "zoom_margin_mm": self.settings.zoom_margin_mm}
         return {"models": models, "settings": settings}
 
 
