@@ -124,10 +124,13 @@ def reader_marks(marks: Path, predictions: Path) -> list[dict[str, Any]]:
     `MARK_PROBABILITY_PIXELS`. Returns one dict per nodule.
     """
     scored = []
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for nodule in json.loads(marks.read_text())["nodules"]:
-        folder = predictions / nodule["case"]
-        lesions = read_image(folder / "lesions.nii.gz").array
-        probability = read_image(folder / "lesion_probability.nii.gz").array
+        if nodule["case"] not in maps:  # each case's maps read once, not once per nodule
+            folder = predictions / nodule["case"]
+            maps[nodule["case"]] = (read_image(folder / "lesions.nii.gz").array,
+                                    read_image(folder / "lesion_probability.nii.gz").array)
+        lesions, probability = maps[nodule["case"]]
         found, peaks = [], []
         for z, row, column in nodule["points"]:
             found.append(bool(_disc(lesions[z], row, column, MARK_REACH_PIXELS).any()))

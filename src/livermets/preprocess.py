@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from livermets.errors import InputError
+from livermets.infer.boxes import grown_box
 from livermets.types import Spacing
 
 NETWORK_SIZE = 256
@@ -197,13 +198,6 @@ def liver_plane_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
         return slice(0, liver_mask.shape[1]), slice(0, liver_mask.shape[2])
     if margin_mm < 0:
         raise InputError(f"the crop margin must be >= 0 mm, got {margin_mm}")
-    footprint = np.any(liver_mask > 0, axis=0)
-    rows, columns = np.flatnonzero(footprint.any(axis=1)), np.flatnonzero(footprint.any(axis=0))
-    if rows.size == 0:
-        raise InputError("the liver mask is empty; check the liver mask or the liver model")
-    bounds = []
-    for found, size, pixel_mm in ((rows, footprint.shape[0], spacing[1]),
-                                  (columns, footprint.shape[1], spacing[2])):
-        reach = math.ceil(margin_mm / pixel_mm)
-        bounds.append(slice(max(0, int(found[0]) - reach), min(size, int(found[-1]) + 1 + reach)))
-    return bounds[0], bounds[1]
+    footprint = np.any(liver_mask > 0, axis=0)[np.newaxis]
+    _, rows, columns = grown_box(footprint, spacing, margin_mm)
+    return rows, columns

@@ -49,13 +49,20 @@ def _ball(shape: tuple[int, int, int], centre: tuple[float, float, float],
              + ((x - centre[2]) * SPACING[2]) ** 2) <= radius_mm**2)
 
 
-def make_phantom(*, lesions: bool = True) -> Phantom:
-    shape = (24, 64, 64)
+def _air_and_body(shape: tuple[int, int, int], inset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(HU int16, body mask): air, and a soft-tissue body (100 +/- 10 HU checkerboard) on
+    every slice, `inset` pixels in from each side."""
     z, y, x = np.indices(shape)
     hu = np.full(shape, -1000, dtype=np.int16)
     body = np.zeros(shape, bool)
-    body[:, 4:60, 4:60] = True
+    body[:, inset:shape[1] - inset, inset:shape[2] - inset] = True
     hu[body] = (100 + 10 * (-1) ** (z + y + x))[body]
+    return hu, body
+
+
+def make_phantom(*, lesions: bool = True) -> Phantom:
+    shape = (24, 64, 64)
+    hu, body = _air_and_body(shape, 4)
     liver = np.zeros(shape, np.uint8)
     liver[6:18, 12:52, 12:52] = 1
     balls = {"A": _ball(shape, (12, 30, 24), 5.0), "B": _ball(shape, (12, 30, 50), 3.0),
@@ -249,11 +256,7 @@ def _small_lesion_phantom() -> tuple[Volume, Volume, np.ndarray]:
     """A 6 mm lesion (4x4 pixels of 1.5 mm, 60 HU darker) in a 48 mm liver on a 240 mm slice:
     (CT, liver, lesion mask)."""
     shape = (16, 160, 160)
-    z, y, x = np.indices(shape)
-    hu = np.full(shape, -1000, dtype=np.int16)
-    body = np.zeros(shape, bool)
-    body[:, 10:150, 10:150] = True
-    hu[body] = (100 + 10 * (-1) ** (z + y + x))[body]
+    hu, _ = _air_and_body(shape, 10)
     liver = np.zeros(shape, np.uint8)
     liver[2:14, 20:52, 20:52] = 1  # 138 mL
     lesion = np.zeros(shape, bool)

@@ -204,17 +204,19 @@ class Predictor:
         rows, columns = liver_plane_box(
             liver, ct.spacing, self.lesion_model.preprocessing.get("crop_margin_mm"))
         probability = np.zeros(hu.shape, dtype=np.float32)
-        slice_probabilities(self.lesion_model, hu[start:stop, rows, columns],
-                            lambda s: liver_zscore(s, stats),
-                            batch_size=self.settings.batch_size, bf16=bf16,
-                            out=probability[start:stop, rows, columns])
+
+        def lesion_pass(box: tuple[slice, slice, slice],
+                        out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
+            return slice_probabilities(self.lesion_model, hu[box],
+                                       lambda s: liver_zscore(s, stats),
+                                       batch_size=self.settings.batch_size, bf16=bf16, out=out)
+
+        box = (slice(start, stop), rows, columns)
+        lesion_pass(box, out=probability[box])
         if self.settings.zoom_margin_mm is not None:
-            rows, columns = liver_plane_box(liver, ct.spacing, self.settings.zoom_margin_mm)
-            zoomed = slice_probabilities(self.lesion_model, hu[start:stop, rows, columns],
-                                         lambda s: liver_zscore(s, stats),
-                                         batch_size=self.settings.batch_size, bf16=bf16)
-            np.maximum(probability[start:stop, rows, columns], zoomed,
-                       out=probability[start:stop, rows, columns])
+            box = (slice(start, stop),
+                   *liver_plane_box(liver, ct.spacing, self.settings.zoom_margin_mm))
+            np.maximum(probability[box], lesion_pass(box), out=probability[box])
         timings["lesion_model_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
