@@ -1,15 +1,17 @@
 """Score a lesion model on real CTs it was not trained on: the lesion recipe's leave-one-out.
 
-Train the starter lesion recipe without one real CT, then score it here on that CT:
+Train the starter lesion recipe without one real CT (and its inserted copies), then score it
+here on that CT. The folds share the training data of the shipped run (`--data`):
 
-    # IRCADb 1.17 held out (1.7 takes its place in training):
-    .venv/bin/python scripts/train_starter_models.py --work W --tasks lesion \\
-        --ircadb 3Dircadb1.7
-    .venv/bin/python benchmarks/lesion_leave_one_out.py --model W/lesion/model.pt \\
-        --cases 3Dircadb1.17 --out /tmp/lloo
+    .venv/bin/python scripts/train_starter_models.py --work W --patients 20 --tasks lesion
+    # IRCADb 1.17 held out:
+    .venv/bin/python scripts/train_starter_models.py --work W1 --data W/data --patients 20 \\
+        --tasks lesion --hold-out 3Dircadb1.17
+    .venv/bin/python benchmarks/lesion_leave_one_out.py --model W1/lesion/model.pt \\
+        --cases 3Dircadb1.17 --out /tmp/lloo1
     # The CRLM-CT-1100 atlas held out:
-    .venv/bin/python scripts/train_starter_models.py --work W2 --tasks lesion \\
-        --hold-out crlm1100
+    .venv/bin/python scripts/train_starter_models.py --work W2 --data W/data --patients 20 \\
+        --tasks lesion --hold-out crlm1100
     .venv/bin/python benchmarks/lesion_leave_one_out.py --model W2/lesion/model.pt \\
         --cases crlm1100 --out /tmp/lloo2
 

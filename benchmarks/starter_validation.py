@@ -22,8 +22,9 @@ What it measures (every number in MODEL_CARD.md comes from here):
   developer marked on them (`crlm_reader_marks.json`) the marked slices on which a kept lesion
   covers it and the network's peak probability there.
 
-With `--write-card` it writes `src/livermets/models/starter/card.json`, the pictures, and
-renders `MODEL_CARD.md` at the repository root.
+`--lesion-model W/lesion/model.pt` validates a lesion model trained but not installed (a recipe
+variant) on the same data. With `--write-card` it writes `src/livermets/models/starter/card.json`,
+the pictures, and renders `MODEL_CARD.md` at the repository root.
 """
 
 from __future__ import annotations
@@ -190,10 +191,17 @@ def main() -> None:
     parser.add_argument("--zoom-margin-mm", type=float, default=None,
                         help="Also run the lesion model on the liver's box, magnified "
                              "(PredictSettings.zoom_margin_mm).")
+    parser.add_argument("--lesion-model", type=Path, default=None,
+                        help="Validate this lesion model (a model.pt, e.g. a recipe variant "
+                             "not installed) instead of the starter one.")
     args = parser.parse_args()
+    if args.lesion_model is not None and args.write_card:
+        parser.error("--write-card describes the shipped models: install the lesion model "
+                     "(scripts/train_starter_models.py --install-trained) instead of naming it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work: Path = args.work
-    predictor = Predictor(starter_model_path("lesion"), starter_model_path("liver"),
+    predictor = Predictor(args.lesion_model or starter_model_path("lesion"),
+                          starter_model_path("liver"),
                           PredictSettings(zoom_margin_mm=args.zoom_margin_mm))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
@@ -273,6 +281,7 @@ def main() -> None:
                "reader_marks": reader_marks(READER_MARKS, predictions),
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
                "zoom_margin_mm": args.zoom_margin_mm,
+               "lesion_model": str(args.lesion_model) if args.lesion_model else "starter",
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))

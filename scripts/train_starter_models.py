@@ -23,9 +23,12 @@ Both models train with `balance_centers`, so each source (generated centres A an
 CRLM, TotalSeg) gets the same share of every epoch. Settings: `STARTER_SETTINGS`, any field
 overridable with `--liver-set k=v` / `--lesion-set k=v`.
 
-Outputs: WORK/liver/ and WORK/lesion/ (run folders), and with `--install` the best models as
-float16 in `src/livermets/models/starter/{liver,lesion}.pt`, each with a `provenance` entry in
-its run record (data sources and licences, settings, this command, the git commit).
+Outputs: WORK/liver/ and WORK/lesion/ (run folders) with WORK/{task}_provenance.json (data
+sources and licences, settings, this command, the git commit), and with `--install` the best
+models as float16 in `src/livermets/models/starter/{liver,lesion}.pt`, the provenance in each
+one's run record. `--install-trained` installs what an earlier run in WORK trained (train, look
+at `benchmarks/starter_validation.py`, then install). `--data OTHER/data` trains on the data an
+earlier run built (leave-one-out folds and recipe variants share one data set).
 """
 
 from __future__ import annotations
@@ -159,6 +162,35 @@ def install(run: Path, task: str, provenance: dict[str, Any]) -> Path:
                       record=record, half=True)
 
 
+def provenance(args: argparse.Namespace, config: Any, result: Any, seconds: float
+               ) -> dict[str, Any]:
+    """What a model's run record keeps of how it was trained: data sources and licences, the
+    held-out CTs, settings, this command and the git commit."""
+    return {
+        "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "sources": {k: v for k, v in SOURCES.items() if k not in args.hold_out
+                    and (not k.startswith("3Dircadb") or k in args.ircadb)},
+        "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
+                     *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
+        "settings": config.to_dict(), "insertion": INSERTION.__dict__,
+        "generated_patients": args.patients, "copies": args.copies,
+        "generator_version": GENERATOR_VERSION,
+        "train_seconds": round(seconds), "best_epoch": result.best_epoch,
+        "best_val_dice": round(result.best_val_dice, 4),
+    }
+
+
+def install_trained(work: Path, task: str) -> None:
+    """Install a model trained earlier in `work`, with the provenance saved beside it."""
+    saved = work / f"{task}_provenance.json"
+    if not (work / task / "model.pt").is_file() or not saved.is_file():
+        raise FileNotFoundError(f"no trained {task} model with its provenance in {work}: "
+                                "train first (without --install-trained)")
+    path = install(work / task, task, json.loads(saved.read_text()))
+    logger.info("installed %s (%.1f MB)", path, path.stat().st_size / 1e6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -177,47 +209,53 @@ def main() -> None:
                         help="Real CTs left out of training with their inserted copies.")
     parser.add_argument("--reuse-data", action="store_true",
                         help="Use WORK/data/train.csv from an earlier run.")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="Use the training data an earlier run built in this folder "
+                             "(its train.csv; e.g. OTHER_WORK/data), read only.")
     parser.add_argument("--install", action="store_true")
+    parser.add_argument("--install-trained", action="store_true",
+                        help="Train nothing: install the models trained earlier in WORK.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    data = args.work / "data"
+    if args.install_trained:
+        for task in args.tasks:
+            try:
+                install_trained(args.work, task)
+            except FileNotFoundError as error:
+                parser.error(str(error))
+        return
     tic = time.perf_counter()
-    manifest = data / "train.csv"
-    if not (args.reuse_data and manifest.is_file()):
-        manifest = build_training_data(args.shared, data, patients=args.patients,
-                                       validation=args.validation_patients, copies=args.copies,
-                                       seed=args.seed, ircadb=tuple(args.ircadb))
+    if args.data is not None:
+        manifest = args.data / "train.csv"
+        if not manifest.is_file():
+            parser.error(f"no train.csv in {args.data}: name the data folder of an earlier "
+                         "run (WORK/data)")
+    else:
+        manifest = args.work / "data" / "train.csv"
+        if not (args.reuse_data and manifest.is_file()):
+            manifest = build_training_data(args.shared, args.work / "data",
+                                           patients=args.patients,
+                                           validation=args.validation_patients,
+                                           copies=args.copies, seed=args.seed,
+                                           ircadb=tuple(args.ircadb))
     logger.info("training data ready in %.0f s: %s", time.perf_counter() - tic, manifest)
     overrides = {"liver": parse_assignments(args.liver_set),
                  "lesion": parse_assignments(args.lesion_set)}
     for task in args.tasks:
         config = make_train_config(STARTER_SETTINGS[task] | overrides[task])
-        task_manifest = task_rows(manifest, data, task, tuple(args.hold_out))
+        task_manifest = task_rows(manifest, args.work, task, tuple(args.hold_out))
         tic = time.perf_counter()
         result = train(task_manifest, args.work / task, config, overwrite=True)
         seconds = time.perf_counter() - tic
         logger.info("%s: best epoch %d, validation Dice %.3f, %.0f s", task,
                     result.best_epoch, result.best_val_dice, seconds)
-        if args.install:
-            provenance = {
-                "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                "git_commit": git_commit(),
-                "sources": {k: v for k, v in SOURCES.items() if k not in args.hold_out
-                            and (not k.startswith("3Dircadb") or k in args.ircadb)},
-                "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
-                             *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
-                "settings": config.to_dict(), "insertion": INSERTION.__dict__,
-                "generated_patients": args.patients, "copies": args.copies,
-                "generator_version": GENERATOR_VERSION,
-                "train_seconds": round(seconds), "best_epoch": result.best_epoch,
-                "best_val_dice": round(result.best_val_dice, 4),
-            }
-            path = install(args.work / task, task, provenance)
-            logger.info("installed %s (%.1f MB)", path, path.stat().st_size / 1e6)
+        (args.work / f"{task}_provenance.json").write_text(
+            json.dumps(provenance(args, config, result, seconds), indent=2))
         (args.work / f"{task}_result.json").write_text(json.dumps(
             {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "seconds": round(seconds), "stop_reason": result.stop_reason}, indent=2))
-
+        if args.install:
+            install_trained(args.work, task)
 
 if __name__ == "__main__":
     main()
