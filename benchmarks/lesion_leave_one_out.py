@@ -24,6 +24,7 @@ detection (Dice > 0.2) and false positives per CT.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 from pathlib import Path
@@ -53,8 +54,22 @@ def prepare(name: str, shared: Path, out: Path) -> ManifestRow:
     return ManifestRow(**{**row.__dict__, "split": name})
 
 
+#: The columns of the evaluation's lesions.csv kept for each reference lesion, and their types.
+LESION_FIELDS = {"lesion_id": int, "diameter_mm": float, "dice": float, "precision": float,
+                 "recall": float}
+
+
+def reference_lesions(evaluation: Path) -> list[dict[str, Any]]:
+    """Each reference lesion's row of `evaluation`/lesions.csv: its held-out CT (the set),
+    id, longest diameter (mm), Dice, precision, recall and whether it was detected."""
+    with (evaluation / "lesions.csv").open(newline="", encoding="utf-8") as handle:
+        return [{"case": row["set"], **{k: kind(row[k]) for k, kind in LESION_FIELDS.items()},
+                 "detected": row["detected"] == "True"} for row in csv.DictReader(handle)]
+
+
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:
-    """Predict every row with its reference liver and evaluate; the per-case figures."""
+    """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
+    or evaluation-plain); the per-case figures."""
     settings = PredictSettings() if checks else PredictSettings(candidate_checks=None)
     predictor = Predictor(load_model(model, expected_task="lesion"), None, settings)
     predictions = out / ("checks" if checks else "plain")
@@ -83,7 +98,8 @@ def main() -> None:
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),
               "with_checks": score(args.model, rows, args.out, checks=True),
-              "without_checks": score(args.model, rows, args.out, checks=False)}
+              "without_checks": score(args.model, rows, args.out, checks=False),
+              "lesions": reference_lesions(args.out / "evaluation-checks")}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
