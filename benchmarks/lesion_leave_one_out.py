@@ -67,6 +67,16 @@ def reference_lesions(evaluation: Path) -> list[dict[str, Any]]:
                  "detected": row["detected"] == "True"} for row in csv.DictReader(handle)]
 
 
+def lesions_both_ways(checked: Path, plain: Path) -> list[dict[str, Any]]:
+    """Each reference lesion as scored with the candidate checks (`checked`, an evaluation
+    folder), plus its Dice and detection without them (`plain`) as `dice_without_checks`
+    and `detected_without_checks`."""
+    unchecked = {(r["case"], r["lesion_id"]): r for r in reference_lesions(plain)}
+    return [{**row, "dice_without_checks": unchecked[(row["case"], row["lesion_id"])]["dice"],
+             "detected_without_checks": unchecked[(row["case"], row["lesion_id"])]["detected"]}
+            for row in reference_lesions(checked)]
+
+
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:
     """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
     or evaluation-plain); the per-case figures."""
@@ -99,7 +109,8 @@ def main() -> None:
               "train_cases": trained.get("train_cases", []),
               "with_checks": score(args.model, rows, args.out, checks=True),
               "without_checks": score(args.model, rows, args.out, checks=False),
-              "lesions": reference_lesions(args.out / "evaluation-checks")}
+              "lesions": lesions_both_ways(args.out / "evaluation-checks",
+                                          args.out / "evaluation-plain")}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 

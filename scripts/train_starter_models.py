@@ -21,7 +21,9 @@ Leave-one-out checks of the recipe: `--ircadb 3Dircadb1.7` trains on IRCADb 1.7 
 
 Both models train with `balance_centers`, so each source (generated centres A and B, IRCAD,
 CRLM, TotalSeg) gets the same share of every epoch. Settings: `STARTER_SETTINGS`, any field
-overridable with `--liver-set k=v` / `--lesion-set k=v`.
+overridable with `--liver-set k=v` / `--lesion-set k=v`; the lesion insertion's settings
+(`INSERTION`, fields of `livermets.datasets.insert.InsertSettings`) with `--insert-set k=v`
+(ranges as `[low, high]`), recorded in WORK/data/insertion.json.
 
 Outputs: WORK/liver/ and WORK/lesion/ (run folders) with WORK/{task}_provenance.json (data
 sources and licences, settings, this command, the git commit), and with `--install` the best
@@ -34,6 +36,7 @@ earlier run built (leave-one-out folds and recipe variants share one data set).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -83,12 +86,32 @@ SOURCES = {
 }
 
 
+def insertion_settings(assignments: dict[str, Any]) -> InsertSettings:
+    """`INSERTION` with fields replaced (lists become the (low, high) ranges); ValueError
+    naming the fields when one is not an `InsertSettings` field."""
+    fields = {f.name for f in dataclasses.fields(InsertSettings)}
+    unknown = sorted(set(assignments) - fields)
+    if unknown:
+        raise ValueError(f"--insert-set {', '.join(unknown)}: not an insertion setting; "
+                         f"choose from {', '.join(sorted(fields))}")
+    return dataclasses.replace(INSERTION, **{k: tuple(v) if isinstance(v, list) else v
+                                             for k, v in assignments.items()})
+
+
+def recorded_insertion(data: Path) -> dict[str, Any]:
+    """The insertion settings the data in `data` was built with: its insertion.json, or the
+    recipe's `INSERTION` for data built before that file was written."""
+    saved = data / "insertion.json"
+    return json.loads(saved.read_text()) if saved.is_file() else dataclasses.asdict(INSERTION)
+
+
 def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,
-                        copies: int, seed: int, ircadb: tuple[str, ...] = ("3Dircadb1.17",)
-                        ) -> Path:
+                        copies: int, seed: int, ircadb: tuple[str, ...] = ("3Dircadb1.17",),
+                        insertion: InsertSettings = INSERTION) -> Path:
     """Write every training CT and mask under `work` and return the manifest's path.
 
-    `ircadb`: the 3D-IRCADb-01 patients with a CT to train on (the others are held out)."""
+    `ircadb`: the 3D-IRCADb-01 patients with a CT to train on (the others are held out);
+    `insertion`: how lesions are painted into the real CTs (kept in `work`/insertion.json)."""
     cohort = generate_cohort(work / "synth", patients=patients, matrix=512, seed=seed,
                              overwrite=True)
     held = {f"synth{i:03d}" for i in range(patients - validation + 1, patients + 1)}
@@ -111,12 +134,14 @@ def build_training_data(shared: Path, work: Path, *, patients: int, validation: 
     rng = np.random.default_rng(seed)
     for row in real:
         rows.append(row)
-        rows += _inserted_copies(row, work / "inserted", shape_maps, copies, rng)
+        rows += _inserted_copies(row, work / "inserted", shape_maps, copies, rng, insertion)
+    (work / "insertion.json").write_text(json.dumps(dataclasses.asdict(insertion), indent=2))
     return write_manifest(rows, work / "train.csv")
 
 
 def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies: int,
-                     rng: np.random.Generator) -> list[ManifestRow]:
+                     rng: np.random.Generator, insertion: InsertSettings
+                     ) -> list[ManifestRow]:
     """`copies` versions of a real CT with lesions inserted into its liver."""
     assert row.liver_mask is not None
     ct, liver = read_image(row.image), read_image(row.liver_mask)
@@ -125,7 +150,7 @@ def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies:
     made = []
     for copy in range(1, copies + 1):
         name = f"{row.patient_id}-ins{copy}"
-        new, labels = insert_lesions(ct, liver, rng, INSERTION, existing=existing,
+        new, labels = insert_lesions(ct, liver, rng, insertion, existing=existing,
                                      shapes=bank)
         image = write_image(new, out / name / "ct.nii.gz")
         lesions = write_image(ct.with_array(labels), out / name / "lesions.nii.gz")
@@ -162,10 +187,10 @@ def install(run: Path, task: str, provenance: dict[str, Any]) -> Path:
                       record=record, half=True)
 
 
-def provenance(args: argparse.Namespace, config: Any, result: Any, seconds: float
-               ) -> dict[str, Any]:
+def provenance(args: argparse.Namespace, config: Any, result: Any, seconds: float,
+               insertion: dict[str, Any]) -> dict[str, Any]:
     """What a model's run record keeps of how it was trained: data sources and licences, the
-    held-out CTs, settings, this command and the git commit."""
+    held-out CTs, settings, the data's `insertion` settings, this command and the git commit."""
     return {
         "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "git_commit": git_commit(),
@@ -173,7 +198,7 @@ def provenance(args: argparse.Namespace, config: Any, result: Any, seconds: floa
                     and (not k.startswith("3Dircadb") or k in args.ircadb)},
         "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
                      *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
-        "settings": config.to_dict(), "insertion": INSERTION.__dict__,
+        "settings": config.to_dict(), "insertion": insertion,
         "generated_patients": args.patients, "copies": args.copies,
         "generator_version": GENERATOR_VERSION,
         "train_seconds": round(seconds), "best_epoch": result.best_epoch,
@@ -203,6 +228,9 @@ def main() -> None:
                         choices=("liver", "lesion"))
     parser.add_argument("--liver-set", action="append", default=[])
     parser.add_argument("--lesion-set", action="append", default=[])
+    parser.add_argument("--insert-set", action="append", default=[],
+                        help="Lesion insertion setting for data built in this run, e.g. "
+                             "texture_hu=[0,25].")
     parser.add_argument("--ircadb", nargs="+", default=["3Dircadb1.17"],
                         help="IRCADb patients to train on (a leave-one-out check: 3Dircadb1.7).")
     parser.add_argument("--hold-out", nargs="+", default=[], choices=REAL_SOURCES,
@@ -224,6 +252,12 @@ def main() -> None:
             except FileNotFoundError as error:
                 parser.error(str(error))
         return
+    try:
+        insertion = insertion_settings(parse_assignments(args.insert_set))
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    if args.insert_set and (args.data is not None or args.reuse_data):
+        parser.error("--insert-set changes how data is built: drop --data/--reuse-data")
     tic = time.perf_counter()
     if args.data is not None:
         manifest = args.data / "train.csv"
@@ -237,7 +271,7 @@ def main() -> None:
                                            patients=args.patients,
                                            validation=args.validation_patients,
                                            copies=args.copies, seed=args.seed,
-                                           ircadb=tuple(args.ircadb))
+                                           ircadb=tuple(args.ircadb), insertion=insertion)
     logger.info("training data ready in %.0f s: %s", time.perf_counter() - tic, manifest)
     overrides = {"liver": parse_assignments(args.liver_set),
                  "lesion": parse_assignments(args.lesion_set)}
@@ -250,7 +284,8 @@ def main() -> None:
         logger.info("%s: best epoch %d, validation Dice %.3f, %.0f s", task,
                     result.best_epoch, result.best_val_dice, seconds)
         (args.work / f"{task}_provenance.json").write_text(
-            json.dumps(provenance(args, config, result, seconds), indent=2))
+            json.dumps(provenance(args, config, result, seconds,
+                                  recorded_insertion(manifest.parent)), indent=2))
         (args.work / f"{task}_result.json").write_text(json.dumps(
             {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "seconds": round(seconds), "stop_reason": result.stop_reason}, indent=2))

@@ -55,3 +55,33 @@ def test_reference_lesions_reads_each_lesion_of_the_evaluation(tmp_path: Path) -
     # Longest axial diameter, voxel extents included: the square's diagonal, 10 and 4 mm sides.
     assert [r["diameter_mm"] for r in rows] == pytest.approx([10 * 2**0.5, 4 * 2**0.5],
                                                              abs=0.01)
+
+
+def test_lesions_both_ways_adds_the_plain_dice_of_the_same_lesion(tmp_path: Path) -> None:
+    # One 10 x 10 px lesion on slices 1-2 of 1 mm pixels. With the checks it is missed
+    # (Dice 0); without them it is predicted 5 px to the right: Dice 0.5, detected.
+    reference = np.zeros((4, 40, 60), np.uint8)
+    reference[1:3, 5:15, 5:15] = 1
+    shifted = np.zeros_like(reference)
+    shifted[1:3, 5:15, 10:20] = 1
+
+    def write(array: np.ndarray, path: Path) -> Path:
+        return write_image(Volume.from_array(array, spacing=(2.0, 1.0, 1.0)), path)
+
+    ct = write(np.full(reference.shape, -1000, np.int16), tmp_path / "ct.nii.gz")
+    write(reference, tmp_path / "lesions.nii.gz")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("patient_id,center,timepoint,image,liver_mask,lesion_mask,split\n"
+                        f"held,c,baseline,{ct.name},,lesions.nii.gz,crlm1100\n")
+    for name, predicted in (("checks", np.zeros_like(reference)), ("plain", shifted)):
+        write(predicted, tmp_path / name / "held_baseline" / "lesions.nii.gz")
+        evaluate_manifest(manifest, tmp_path / name, tmp_path / f"evaluation-{name}")
+
+    rows = _leave_one_out_module().lesions_both_ways(tmp_path / "evaluation-checks",
+                                                     tmp_path / "evaluation-plain")
+
+    assert len(rows) == 1
+    assert (rows[0]["case"], rows[0]["detected"], rows[0]["detected_without_checks"]) == (
+        "crlm1100", False, True)
+    assert rows[0]["dice"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["dice_without_checks"] == pytest.approx(0.5, abs=1e-3)

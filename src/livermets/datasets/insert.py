@@ -50,6 +50,11 @@ class InsertSettings:
     #: Share of lesions with an enhancing rim, and the rim's enhancement range (HU).
     rim_share: float = 0.4
     rim_hu: tuple[float, float] = (10.0, 40.0)
+    #: Heterogeneity inside the lesion: SD of a smooth random field added to its level (HU),
+    #: drawn uniformly; (0, 0) paints every lesion at one level. Real metastases are patchy.
+    texture_hu: tuple[float, float] = (0.0, 0.0)
+    #: The field's grain: Gaussian sigma of the smoothing (mm).
+    texture_mm: float = 3.0
     #: Width of the partial-volume edge: Gaussian sigma (mm).
     edge_sigma_mm: float = 0.7
     #: Share of lesions taken from `shapes` (real shapes) when a bank is given.
@@ -113,8 +118,11 @@ def insert_lesions(ct: Volume, liver: Volume, rng: np.random.Generator,
         box, lesion = placed
         level = liver_hu - float(rng.uniform(*settings.contrast_hu))
         rim = float(rng.uniform(*settings.rim_hu)) if rng.random() < settings.rim_share else 0.0
-        region_hu[box] = _look(region_hu[box], lesion, spacing, settings.edge_sigma_mm, level,
-                               rim)
+        # Drawn only when asked for, so the default draws the same lesions as before it existed.
+        sd_hu = float(rng.uniform(*settings.texture_hu)) if max(settings.texture_hu) > 0 else 0.0
+        patches = _texture(rng, lesion.shape, spacing, settings.texture_mm, sd_hu)
+        region_hu[box] = _look(region_hu[box], lesion, spacing, settings.edge_sigma_mm,
+                               level + patches, rim)
         region_labels[box][lesion & inside[box]] = next_label
         occupied[box] |= ndimage.binary_dilation(lesion, structure=gap)
         next_label += 1
@@ -159,10 +167,24 @@ def _place(shape: Mask, inside: Mask, occupied: Mask, depth: np.ndarray, spacing
     return None
 
 
+def _texture(rng: np.random.Generator, shape: tuple[int, ...], spacing: Spacing,
+             grain_mm: float, sd_hu: float) -> npt.NDArray[np.float32]:
+    """A smooth random field on a box of `shape` (z, y, x): white noise blurred with a
+    Gaussian of `grain_mm`, scaled to SD `sd_hu` (HU) over the box; zeros when `sd_hu` is 0."""
+    if sd_hu <= 0.0:
+        return np.zeros(shape, np.float32)
+    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32),
+                                    grain_mm / np.asarray(spacing), mode="wrap")
+    spread = float(field.std())
+    return (field * (sd_hu / spread if spread > 0 else 0.0)).astype(np.float32)
+
+
 def _look(hu: npt.NDArray[np.float32], lesion: Mask, spacing: Spacing, edge_sigma_mm: float,
-          lesion_hu: float, rim_hu: float) -> npt.NDArray[np.float32]:
+          lesion_hu: float | npt.NDArray[np.float32], rim_hu: float
+          ) -> npt.NDArray[np.float32]:
     """The box's HU `hu` with the lesion painted in: inside, the lesion's level (`lesion_hu`,
-    plus `rim_hu` on a ring about 2 mm wide inside its edge) plus the CT's own fine noise
+    one value or one per voxel of the box, plus `rim_hu` on a ring about 2 mm wide inside its
+    edge) plus the CT's own fine noise
     (HU minus its 1.5 mm Gaussian smoothing, so vessels do not show through); blended into
     the surroundings by the shape blurred with `edge_sigma_mm` (partial volume)."""
     sigma = edge_sigma_mm / np.asarray(spacing)
@@ -170,7 +192,7 @@ def _look(hu: npt.NDArray[np.float32], lesion: Mask, spacing: Spacing, edge_sigm
     crop = tuple(slice(p, p + n) for (p, _), n in zip(pad, lesion.shape, strict=True))
     padded = np.pad(lesion, pad)
     soft = ndimage.gaussian_filter(padded.astype(np.float32), sigma)[crop]
-    level = np.full(lesion.shape, lesion_hu, np.float32)
+    level = np.broadcast_to(np.asarray(lesion_hu, np.float32), lesion.shape).copy()
     if rim_hu:
         ring = np.maximum(1, np.rint(2.0 / np.asarray(spacing))).astype(int)
         core = ndimage.binary_erosion(padded, structure=np.ones(2 * ring + 1, bool))
