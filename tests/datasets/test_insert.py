@@ -64,6 +64,22 @@ def test_inserted_lesions_are_dark_inside_the_liver_and_leave_the_rest_alone() -
         assert 4.0 < float(new.array[core].std()) < 12.0
 
 
+def test_patchy_lesions_keep_their_mean_level_and_add_the_asked_spread() -> None:
+    ct, liver, existing = _phantom()
+    settings = InsertSettings(lesions=(3, 3), diameter_mm=(20.0, 24.0), contrast_hu=(40.0, 40.0),
+                              rim_share=0.0, texture_hu=(15.0, 15.0))
+    new, labels = insert_lesions(ct, liver, np.random.default_rng(1), settings,
+                                 existing=existing)
+    for label in (2, 3, 4):
+        lesion = labels == label
+        # The field has mean 0 over the lesion: the mean stays near 100 - 40 = 60 HU, a little
+        # higher from the edge's blend with the 100 HU liver (63 HU without any texture).
+        assert 60.0 < float(new.array[lesion].mean()) < 66.0
+        # Its SD (15 HU) adds to the fine noise's (about 10): sqrt(10^2 + 15^2) = 18 HU.
+        core = ndimage.binary_erosion(lesion, iterations=1)
+        assert 14.0 < float(new.array[core].std()) < 22.0
+
+
 def test_a_liver_too_small_gets_no_lesion() -> None:
     ct, liver, _ = _phantom()
     tiny = np.zeros(liver.shape, np.uint8)

@@ -120,7 +120,7 @@ def insert_lesions(ct: Volume, liver: Volume, rng: np.random.Generator,
         rim = float(rng.uniform(*settings.rim_hu)) if rng.random() < settings.rim_share else 0.0
         # Drawn only when asked for, so the default draws the same lesions as before it existed.
         sd_hu = float(rng.uniform(*settings.texture_hu)) if max(settings.texture_hu) > 0 else 0.0
-        patches = _texture(rng, lesion.shape, spacing, settings.texture_mm, sd_hu)
+        patches = _texture(rng, lesion, spacing, settings.texture_mm, sd_hu)
         region_hu[box] = _look(region_hu[box], lesion, spacing, settings.edge_sigma_mm,
                                level + patches, rim)
         region_labels[box][lesion & inside[box]] = next_label
@@ -167,15 +167,17 @@ def _place(shape: Mask, inside: Mask, occupied: Mask, depth: np.ndarray, spacing
     return None
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, ...], spacing: Spacing,
-             grain_mm: float, sd_hu: float) -> npt.NDArray[np.float32]:
-    """A smooth random field on a box of `shape` (z, y, x): white noise blurred with a
-    Gaussian of `grain_mm`, scaled to SD `sd_hu` (HU) over the box; zeros when `sd_hu` is 0."""
-    if sd_hu <= 0.0:
-        return np.zeros(shape, np.float32)
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32),
+def _texture(rng: np.random.Generator, lesion: Mask, spacing: Spacing, grain_mm: float,
+             sd_hu: float) -> npt.NDArray[np.float32]:
+    """A smooth random field on the box of `lesion` (z, y, x): white noise blurred with a
+    Gaussian of `grain_mm`, shifted and scaled to mean 0 and SD `sd_hu` (HU) over the lesion's
+    voxels, so its mean level stays where `contrast_hu` put it; zeros when `sd_hu` is 0."""
+    if sd_hu <= 0.0 or not lesion.any():
+        return np.zeros(lesion.shape, np.float32)
+    field = ndimage.gaussian_filter(rng.standard_normal(lesion.shape).astype(np.float32),
                                     grain_mm / np.asarray(spacing), mode="wrap")
-    spread = float(field.std())
+    field -= field[lesion].mean()
+    spread = float(field[lesion].std())
     return (field * (sd_hu / spread if spread > 0 else 0.0)).astype(np.float32)
 
 
