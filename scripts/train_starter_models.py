@@ -102,7 +102,8 @@ def recorded_insertion(data: Path) -> dict[str, Any]:
     """The insertion settings the data in `data` was built with: its insertion.json, or the
     recipe's `INSERTION` for data built before that file was written."""
     saved = data / "insertion.json"
-    return json.loads(saved.read_text()) if saved.is_file() else dataclasses.asdict(INSERTION)
+    text = saved.read_text() if saved.is_file() else json.dumps(dataclasses.asdict(INSERTION))
+    return dict(json.loads(text))
 
 
 def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,

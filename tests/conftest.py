@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -28,6 +30,17 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found (real CT data from ../shared/data)")
     return path
+
+
+def repo_script(relative: str) -> ModuleType:
+    """A script of the repository (e.g. "benchmarks/starter_validation.py") imported as a
+    module, so its functions can be tested without running it."""
+    path = REPO_ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- small generated cohorts for training and inference tests (built once per session) ---

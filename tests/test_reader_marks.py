@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from livermets.io import Volume, write_image
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _validation_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "starter_validation", ROOT / "benchmarks" / "starter_validation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import repo_script
 
 
 def test_a_mark_is_found_within_two_pixels_and_its_peak_read_within_four(
         tmp_path: Path) -> None:
-    validation = _validation_module()
+    validation = repo_script("benchmarks/starter_validation.py")
     lesions = np.zeros((3, 20, 20), np.uint8)
     lesions[1, 10, 12] = 1  # 2 pixels right of the first mark: found
     probability = np.zeros((3, 20, 20), np.float32)

@@ -1,0 +1,41 @@
+"""The insertion settings of scripts/train_starter_models.py: parsed, recorded, refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, repo_script
+
+SCRIPT = repo_script("scripts/train_starter_models.py")
+
+
+def test_insert_set_replaces_only_the_named_fields() -> None:
+    settings = SCRIPT.insertion_settings({"texture_hu": [0, 25], "rim_share": 0.2})
+    assert settings.texture_hu == (0, 25) and settings.rim_share == 0.2
+    assert settings.diameter_mm == (6.0, 80.0)  # the recipe's own, untouched
+
+
+def test_insert_set_names_the_unknown_field() -> None:
+    with pytest.raises(ValueError, match="texture_sd: not an insertion setting"):
+        SCRIPT.insertion_settings({"texture_sd": 5})
+
+
+def test_the_data_folder_says_how_its_lesions_were_inserted(tmp_path: Path) -> None:
+    # Data built before insertion.json existed used the recipe's settings.
+    assert SCRIPT.recorded_insertion(tmp_path)["diameter_mm"] == [6.0, 80.0]
+    (tmp_path / "insertion.json").write_text(json.dumps({"texture_hu": [0, 25]}))
+    assert SCRIPT.recorded_insertion(tmp_path) == {"texture_hu": [0, 25]}
+
+
+def test_a_bad_insert_set_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "train_starter_models.py"),
+                           "--work", str(tmp_path / "w"), "--insert-set", "bogus=1"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "--insert-set bogus: not an insertion setting" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "w").exists()  # nothing built
