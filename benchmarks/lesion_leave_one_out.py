@@ -60,10 +60,12 @@ LESION_FIELDS = {"lesion_id": int, "diameter_mm": float, "dice": float, "precisi
 
 
 def reference_lesions(evaluation: Path) -> list[dict[str, Any]]:
-    """Each reference lesion's row of `evaluation`/lesions.csv: its held-out CT (the set),
-    id, longest diameter (mm), Dice, precision, recall and whether it was detected."""
+    """Each reference lesion's row of `evaluation`/lesions.csv: its held-out CT (the set, as
+    `case`), its scan (`case_id`), id, longest diameter (mm), Dice, precision, recall and
+    whether it was detected."""
     with (evaluation / "lesions.csv").open(newline="", encoding="utf-8") as handle:
-        return [{"case": row["set"], **{k: kind(row[k]) for k, kind in LESION_FIELDS.items()},
+        return [{"case": row["set"], "case_id": row["case_id"],
+                 **{k: kind(row[k]) for k, kind in LESION_FIELDS.items()},
                  "detected": row["detected"] == "True"} for row in csv.DictReader(handle)]
 
 
@@ -71,10 +73,13 @@ def lesions_both_ways(checked: Path, plain: Path) -> list[dict[str, Any]]:
     """Each reference lesion as scored with the candidate checks (`checked`, an evaluation
     folder), plus its Dice and detection without them (`plain`) as `dice_without_checks`
     and `detected_without_checks`."""
-    unchecked = {(r["case"], r["lesion_id"]): r for r in reference_lesions(plain)}
-    return [{**row, "dice_without_checks": unchecked[(row["case"], row["lesion_id"])]["dice"],
-             "detected_without_checks": unchecked[(row["case"], row["lesion_id"])]["detected"]}
-            for row in reference_lesions(checked)]
+    unchecked = {(r["case_id"], r["lesion_id"]): r for r in reference_lesions(plain)}
+    rows = []
+    for row in reference_lesions(checked):
+        same = unchecked[(row["case_id"], row["lesion_id"])]
+        rows.append({**row, "dice_without_checks": same["dice"],
+                     "detected_without_checks": same["detected"]})
+    return rows
 
 
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:

@@ -87,23 +87,42 @@ SOURCES = {
 
 
 def insertion_settings(assignments: dict[str, Any]) -> InsertSettings:
-    """`INSERTION` with fields replaced (lists become the (low, high) ranges); ValueError
-    naming the fields when one is not an `InsertSettings` field."""
+    """`INSERTION` with fields replaced; ValueError naming the field when it is not an
+    `InsertSettings` field or its value is not of the default's kind: a range is a list of two
+    numbers, low first (whole numbers for `lesions`), any other field one number."""
     fields = {f.name for f in dataclasses.fields(InsertSettings)}
     unknown = sorted(set(assignments) - fields)
     if unknown:
         raise ValueError(f"--insert-set {', '.join(unknown)}: not an insertion setting; "
                          f"choose from {', '.join(sorted(fields))}")
-    return dataclasses.replace(INSERTION, **{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in assignments.items()})
+    values: dict[str, Any] = {}
+    for name, value in assignments.items():
+        default = getattr(INSERTION, name)
+        kind = int if name == "lesions" else (int, float)
+        if isinstance(default, tuple):
+            if not (isinstance(value, list) and len(value) == 2
+                    and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+                    and value[0] <= value[1]):
+                raise ValueError(f"--insert-set {name}={value!r}: write a range of two numbers, "
+                                 f"low first, e.g. {name}={list(default)}")
+            values[name] = tuple(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        else:
+            raise ValueError(f"--insert-set {name}={value!r}: write one number, e.g. "
+                             f"{name}={default}")
+    return dataclasses.replace(INSERTION, **values)
 
 
 def recorded_insertion(data: Path) -> dict[str, Any]:
-    """The insertion settings the data in `data` was built with: its insertion.json, or the
-    recipe's `INSERTION` for data built before that file was written."""
+    """The insertion settings the data in `data` was built with: its insertion.json; for data
+    built before that file was written, the recipe's `INSERTION` marked `"assumed": true`
+    (older code may have used other settings)."""
     saved = data / "insertion.json"
-    text = saved.read_text() if saved.is_file() else json.dumps(dataclasses.asdict(INSERTION))
-    return dict(json.loads(text))
+    if saved.is_file():
+        return dict(json.loads(saved.read_text()))
+    logger.warning("%s has no insertion.json: recording today's INSERTION as assumed", data)
+    return {**json.loads(json.dumps(dataclasses.asdict(INSERTION))), "assumed": True}
 
 
 def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,
@@ -112,7 +131,10 @@ def build_training_data(shared: Path, work: Path, *, patients: int, validation: 
     """Write every training CT and mask under `work` and return the manifest's path.
 
     `ircadb`: the 3D-IRCADb-01 patients with a CT to train on (the others are held out);
-    `insertion`: how lesions are painted into the real CTs (kept in `work`/insertion.json)."""
+    `insertion`: how lesions are painted into the real CTs (kept in `work`/insertion.json).
+    The old manifest and insertion.json go first, so a build that fails leaves neither."""
+    for stale in (work / "train.csv", work / "insertion.json"):
+        stale.unlink(missing_ok=True)
     cohort = generate_cohort(work / "synth", patients=patients, matrix=512, seed=seed,
                              overwrite=True)
     held = {f"synth{i:03d}" for i in range(patients - validation + 1, patients + 1)}
@@ -254,8 +276,8 @@ def main() -> None:
                 parser.error(str(error))
         return
     try:
-        insertion = insertion_settings(parse_assignments(args.insert_set))
-    except (ValueError, TypeError) as error:
+        insertion = insertion_settings(parse_assignments(args.insert_set, "--insert-set"))
+    except ValueError as error:
         parser.error(str(error))
     if args.insert_set and (args.data is not None or args.reuse_data):
         parser.error("--insert-set changes how data is built: drop --data/--reuse-data")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -32,13 +34,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@functools.cache
 def repo_script(relative: str) -> ModuleType:
-    """A script of the repository (e.g. "benchmarks/starter_validation.py") imported as a
-    module, so its functions can be tested without running it."""
+    """A script of the repository (e.g. "benchmarks/starter_validation.py") imported once as
+    a module named after it, so tests can call its functions without running it."""
     path = REPO_ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+    name = f"repo_script_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 

@@ -11,7 +11,7 @@ from livermets.evaluate.run import evaluate_manifest
 from livermets.io import Volume, write_image
 from tests.conftest import repo_script
 
-LEAVE_ONE_OUT = repo_script("benchmarks/lesion_leave_one_out.py")
+LEAVE_ONE_OUT = "benchmarks/lesion_leave_one_out.py"
 
 def test_reference_lesions_reads_each_lesion_of_the_evaluation(tmp_path: Path) -> None:
     # Grid 4 x 40 x 60 voxels of 2 x 1 x 1 mm. Lesion 1: 10 x 10 px on slices 1-2, predicted
@@ -34,7 +34,7 @@ def test_reference_lesions_reads_each_lesion_of_the_evaluation(tmp_path: Path) -
                         f"held,c,baseline,{ct.name},,lesions.nii.gz,3Dircadb1.17\n")
     evaluate_manifest(manifest, tmp_path / "pred", tmp_path / "evaluation")
 
-    rows = LEAVE_ONE_OUT.reference_lesions(tmp_path / "evaluation")
+    rows = repo_script(LEAVE_ONE_OUT).reference_lesions(tmp_path / "evaluation")
 
     assert [(r["case"], r["lesion_id"], r["detected"]) for r in rows] == [
         ("3Dircadb1.17", 1, True), ("3Dircadb1.17", 2, False)]
@@ -66,8 +66,8 @@ def test_lesions_both_ways_adds_the_plain_dice_of_the_same_lesion(tmp_path: Path
         write(predicted, tmp_path / name / "held_baseline" / "lesions.nii.gz")
         evaluate_manifest(manifest, tmp_path / name, tmp_path / f"evaluation-{name}")
 
-    rows = LEAVE_ONE_OUT.lesions_both_ways(tmp_path / "evaluation-checks",
-                                           tmp_path / "evaluation-plain")
+    rows = repo_script(LEAVE_ONE_OUT).lesions_both_ways(tmp_path / "evaluation-checks",
+                                                        tmp_path / "evaluation-plain")
 
     assert len(rows) == 1
     assert (rows[0]["case"], rows[0]["detected"], rows[0]["detected_without_checks"]) == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,25 +12,40 @@ import pytest
 
 from tests.conftest import REPO_ROOT, repo_script
 
-SCRIPT = repo_script("scripts/train_starter_models.py")
+SCRIPT = "scripts/train_starter_models.py"
 
 
 def test_insert_set_replaces_only_the_named_fields() -> None:
-    settings = SCRIPT.insertion_settings({"texture_hu": [0, 25], "rim_share": 0.2})
+    settings = repo_script(SCRIPT).insertion_settings({"texture_hu": [0, 25], "rim_share": 0.2})
     assert settings.texture_hu == (0, 25) and settings.rim_share == 0.2
     assert settings.diameter_mm == (6.0, 80.0)  # the recipe's own, untouched
 
 
 def test_insert_set_names_the_unknown_field() -> None:
     with pytest.raises(ValueError, match="texture_sd: not an insertion setting"):
-        SCRIPT.insertion_settings({"texture_sd": 5})
+        repo_script(SCRIPT).insertion_settings({"texture_sd": 5})
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ({"texture_hu": 20}, "texture_hu=20: write a range of two numbers"),
+    ({"texture_hu": [0, 25, 30]}, "write a range of two numbers"),
+    ({"contrast_hu": [70, 10]}, "low first"),
+    ({"lesions": [1.5, 3]}, "lesions=[1.5, 3]: write a range"),
+    ({"texture_hu": None}, "texture_hu=None"),
+    ({"rim_share": [0, 1]}, "rim_share=[0, 1]: write one number"),
+])
+def test_insert_set_refuses_a_value_of_the_wrong_kind(assignment: dict[str, object],
+                                                      message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        repo_script(SCRIPT).insertion_settings(assignment)
 
 
 def test_the_data_folder_says_how_its_lesions_were_inserted(tmp_path: Path) -> None:
     # Data built before insertion.json existed used the recipe's settings.
-    assert SCRIPT.recorded_insertion(tmp_path)["diameter_mm"] == [6.0, 80.0]
+    assumed = repo_script(SCRIPT).recorded_insertion(tmp_path)
+    assert assumed["diameter_mm"] == [6.0, 80.0] and assumed["assumed"] is True
     (tmp_path / "insertion.json").write_text(json.dumps({"texture_hu": [0, 25]}))
-    assert SCRIPT.recorded_insertion(tmp_path) == {"texture_hu": [0, 25]}
+    assert repo_script(SCRIPT).recorded_insertion(tmp_path) == {"texture_hu": [0, 25]}
 
 
 def test_a_bad_insert_set_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -210,14 +210,22 @@ def load_train_config(path: PathLike | None = None, overrides: dict[str, Any] | 
     return make_train_config(overrides or {}, base=config)
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """`["lr=0.01", "augment=false"]` -> {"lr": "0.01", "augment": "false"} (typed later)."""
+def parse_assignments(assignments: list[str], option: str = "--set") -> dict[str, Any]:
+    """`["lr=0.01", "augment=false"]` -> {"lr": 0.01, "augment": False}: each value read as
+    YAML (typed again later); InputError naming `option` for an item that is not FIELD=VALUE
+    or whose value is not YAML."""
     out: dict[str, Any] = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise InputError(f"--set {item!r}: write FIELD=VALUE, e.g. --set lr=0.0005")
-        out[name.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+            hint = f", e.g. {option} lr=0.0005" if option == "--set" else ""
+            raise InputError(f"{option} {item!r}: write FIELD=VALUE{hint}")
+        try:
+            out[name.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{option} {item!r}: the value is not valid YAML "
+                             f"({str(exc).splitlines()[0]}); a list is written {name}=[1, 2]"
+                             ) from exc
     return out
 
 

@@ -159,6 +159,7 @@ def test_bad_settings_are_one_line_errors(tiny_manifest: Path, tmp_path: Path) -
         (["--config", str(tmp_path / "broken.yaml")], "not valid YAML"),
         (["--config", str(tmp_path / "none.yaml")], "config file not found"),
         (["--set", "lr"], "write FIELD=VALUE"),
+        (["--set", "epochs=[1"], "--set 'epochs=[1': the value is not valid YAML"),
         (["--set", "precision=fp8"], "choose one of auto, fp32, bf16"),
         (["--image-size", "100"], "multiple of 32"),
         (["--arch", "vnet"], "arch='vnet'"),

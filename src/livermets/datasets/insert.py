@@ -8,14 +8,15 @@ A lesion is a shape (the generator's irregular shapes, `lesion_shape_mask`, or a
 shape from another patient's mask, `shape_bank`) placed at a random depth inside the liver,
 clear of other lesions. Its look keeps the CT's own noise:
 
-    new HU = HU * (1 - soft) + soft * (liver HU - contrast + band * rim + fine noise)
+    new HU = HU * (1 - soft) + soft * (liver HU - contrast + patches + band * rim + fine noise)
 
 `soft` is the shape blurred by a Gaussian of `edge_sigma_mm` (the partial-volume edge), liver
 HU the median of the liver's parenchyma, `contrast` how much darker the lesion is (portal-
 venous metastases are hypodense), `band` a blurred ring about 2 mm wide just inside the edge
-and `rim` its enhancement (a share of lesions only), fine noise the CT minus its 1.5 mm
-smoothing (vessels do not show through a lesion). The mask is the shape where it lies inside
-the liver.
+and `rim` its enhancement (a share of lesions only), `patches` a smooth random field of mean 0
+over the lesion (`texture_hu`, off by default: real metastases are patchy), fine noise the CT
+minus its 1.5 mm smoothing (vessels do not show through a lesion). The mask is the shape
+where it lies inside the liver.
 """
 
 from __future__ import annotations
@@ -171,14 +172,20 @@ def _texture(rng: np.random.Generator, lesion: Mask, spacing: Spacing, grain_mm:
              sd_hu: float) -> npt.NDArray[np.float32]:
     """A smooth random field on the box of `lesion` (z, y, x): white noise blurred with a
     Gaussian of `grain_mm`, shifted and scaled to mean 0 and SD `sd_hu` (HU) over the lesion's
-    voxels, so its mean level stays where `contrast_hu` put it; zeros when `sd_hu` is 0."""
+    voxels, so its mean level stays where `contrast_hu` put it; zeros when `sd_hu` is 0.
+
+    Clipped to +/- 2.5 `sd_hu`: in a lesion not much wider than the grain the field varies
+    little, so the scale is large and the box's corners (which the blurred edge carries into
+    the liver) would otherwise reach several times `sd_hu`."""
     if sd_hu <= 0.0 or not lesion.any():
         return np.zeros(lesion.shape, np.float32)
+    # "wrap": the blur treats the box as periodic, so its faces are as rough as its middle.
     field = ndimage.gaussian_filter(rng.standard_normal(lesion.shape).astype(np.float32),
                                     grain_mm / np.asarray(spacing), mode="wrap")
     field -= field[lesion].mean()
     spread = float(field[lesion].std())
-    return (field * (sd_hu / spread if spread > 0 else 0.0)).astype(np.float32)
+    scaled = field * (sd_hu / spread if spread > 0 else 0.0)
+    return np.clip(scaled, -2.5 * sd_hu, 2.5 * sd_hu).astype(np.float32)
 
 
 def _look(hu: npt.NDArray[np.float32], lesion: Mask, spacing: Spacing, edge_sigma_mm: float,
@@ -186,9 +193,9 @@ def _look(hu: npt.NDArray[np.float32], lesion: Mask, spacing: Spacing, edge_sigm
           ) -> npt.NDArray[np.float32]:
     """The box's HU `hu` with the lesion painted in: inside, the lesion's level (`lesion_hu`,
     one value or one per voxel of the box, plus `rim_hu` on a ring about 2 mm wide inside its
-    edge) plus the CT's own fine noise
-    (HU minus its 1.5 mm Gaussian smoothing, so vessels do not show through); blended into
-    the surroundings by the shape blurred with `edge_sigma_mm` (partial volume)."""
+    edge) plus the CT's own fine noise (HU minus its 1.5 mm Gaussian smoothing, so vessels do
+    not show through); blended into the surroundings by the shape blurred with
+    `edge_sigma_mm` (partial volume)."""
     sigma = edge_sigma_mm / np.asarray(spacing)
     pad = [(int(p), int(p)) for p in np.ceil(3 * sigma).astype(int) + 1]
     crop = tuple(slice(p, p + n) for (p, _), n in zip(pad, lesion.shape, strict=True))
