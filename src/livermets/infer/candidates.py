@@ -16,7 +16,10 @@ about the network's own output:
 - `contrast`: its median HU is less than `min_contrast_hu` below the median of the liver
   around it (the liver voxels within `shell_mm`, other candidates excluded). Colorectal
   metastases are darker than the liver in the portal-venous phase; a vessel or plain liver
-  is not. There is no verdict when no liver lies around it.
+  is not. There is no verdict when no liver lies around it. Blind spot: when the network
+  marks only a tumour's dark core, the shell is the tumour's unmarked rim and a real tumour
+  fails (a liver-wide reference was measured instead and let more look-alikes through:
+  benchmarks/RESULTS.md).
 - `fluid`: its median HU is below `min_median_hu` (20 HU: water, bile; the usual bound for a
   simple cyst). The gallbladder and cysts are not metastases.
 - `confidence`: the network's highest probability in it is below `min_peak_probability`
