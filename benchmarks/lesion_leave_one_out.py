@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from livermets.datasets.ircadb import import_ircadb
-from livermets.datasets.public import crlm_atlas
+from livermets.datasets.public import crlm_atlas, lits_crop
 from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
@@ -39,11 +39,15 @@ from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.models.saved import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CASES = ("3Dircadb1.17", "3Dircadb1.7", "crlm1100")
+CASES = ("3Dircadb1.17", "3Dircadb1.7", "crlm1100", "lits117")
 
 
 def prepare(name: str, shared: Path, out: Path) -> ManifestRow:
     """The manifest row of a real labelled CT, imported under `out`."""
+    if name == "lits117":  # never in any starter training: a real held-out CT for every recipe
+        lits = shared / "lits"
+        return lits_crop(lits / "lits117_ct.nii.gz", lits / "lits117_seg.nii.gz", out / name,
+                         split=name)
     if name == "crlm1100":
         crlm = shared / "crlm"
         return crlm_atlas(crlm / "CRLM-CT-1100_atlas_ct.nii.gz",

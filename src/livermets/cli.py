@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer 0.2x vendors click; older ones use the click package
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from livermets import __version__
 from livermets.errors import InputError
@@ -23,8 +29,35 @@ from livermets.errors import InputError
 logger = logging.getLogger("livermets")
 T = TypeVar("T")
 
+class _OneLineErrors(TyperGroup):
+    """The command group: a usage error (unknown option or command, a value of the wrong
+    type) prints one line on stderr and exits with code 2, like every other refusal."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:  # `livermets` alone: the help text
+            exc.show()
+            sys.exit(0)
+        except click_errors.ClickException as exc:
+            usage = isinstance(exc, click_errors.UsageError)
+            context = exc.ctx if usage else None
+            command = "livermets" + (f" {context.info_name}" if context and context.parent
+                                     else "")
+            hint = f"; see '{command} --help'" if usage else ""
+            typer.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
+            sys.exit(2 if usage else exc.exit_code)
+        except click_errors.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="livermets",
+    cls=_OneLineErrors,
     help="Liver and liver-metastasis segmentation on CT, evaluated lesion by lesion.",
     no_args_is_help=True,
     add_completion=False,
@@ -329,14 +362,15 @@ def predict(
 
     Each CT gets OUT/<case_id>/ with liver.nii.gz, lesions.nii.gz (1..K by volume),
     lesion_probability.nii.gz, lesions.csv, rejected_candidates.nii.gz and .csv, run.json, and
-    seg.dcm for DICOM input. Finished cases are skipped unless --redo; a case that fails is
-    reported and the rest continue (exit code 2 at the end). Without --lesion-model /
+    seg.dcm for DICOM input. Finished cases are skipped unless --redo; of several CTs, a case
+    that fails is reported and the rest continue (exit code 2 at the end); one CT that fails
+    is refused with one line (exit code 2). Without --lesion-model /
     --liver-model the shipped starter models are used (`livermets models`).
     """
 
     def body() -> dict[str, Any]:
         from livermets.infer.candidates import CandidateChecks
-        from livermets.infer.outputs import predict_cases
+        from livermets.infer.outputs import case_folders, predict_cases
         from livermets.infer.predictor import Predictor, PredictSettings
         from livermets.infer.threshold import parse_threshold
         from livermets.models.starter import starter_model_path
@@ -345,7 +379,11 @@ def predict(
             chosen = parse_threshold(threshold)
         except ValueError as error:
             raise InputError(str(error)) from None
+        if liver_mask is not None and liver_model is not None:
+            raise InputError("give either --liver-mask (the CT's own mask) or --liver-model, "
+                             "not both")
         cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
+        case_folders(cases, out)  # every output folder proven safe before any work
         needs_liver = any(c.liver_mask is None for c in cases)
         settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
@@ -356,7 +394,8 @@ def predict(
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)
-        outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo)
+        outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo,
+                                 stop_on_error=len(cases) == 1)
         return {"out": str(out), "cases": [o.__dict__ for o in outcomes]}
 
     summary = _run(body)
@@ -369,15 +408,17 @@ def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Pa
                        case_id: str | None, manifest_liver: bool) -> list[Any]:
     """The CaseInputs of `predict` from its arguments (InputError for a bad combination)."""
     from livermets.infer.outputs import CaseInput
-    from livermets.io.atomic import stem_without_suffix
+    from livermets.io.safe_paths import check_name, name_from_input
 
     if manifest is not None:
         if inputs or liver_mask or case_id:
             raise InputError("give either --manifest or INPUT paths (with --liver-mask, "
                              "--case-id), not both")
-        from livermets.io.manifest import read_manifest
+        from livermets.io.manifest import read_manifest, validate_manifest
 
         rows = read_manifest(manifest)
+        if manifest_liver:
+            validate_manifest(rows, columns=("liver_mask",))
         return [CaseInput(r.case_id, r.image, r.liver_mask if manifest_liver else None)
                 for r in rows]
     if not inputs:
@@ -385,11 +426,30 @@ def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Pa
     if (liver_mask or case_id) and len(inputs) > 1:
         raise InputError("--liver-mask and --case-id go with a single input; use a manifest "
                          "for many")
-    for path in inputs:
+    for path in [*inputs, *([liver_mask] if liver_mask else [])]:
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-    return [CaseInput(case_id or (p.name if p.is_dir() else stem_without_suffix(p)), p,
-                      liver_mask) for p in inputs]
+    if case_id is not None:
+        check_name(case_id, "--case-id")
+    if liver_mask is not None:
+        _check_liver_mask(liver_mask, inputs[0])
+    return [CaseInput(case_id or name_from_input(p), p, liver_mask) for p in inputs]
+
+
+def _check_liver_mask(liver_mask: Path, image: Path) -> None:
+    """`InputError` unless `liver_mask` is another file than the CT, on its grid, holding
+    integer labels (`predict --liver-mask`)."""
+    from livermets.io.image import read_geometry, read_image
+    from livermets.io.manifest import check_mask_values
+
+    if liver_mask.resolve() == image.resolve():
+        raise InputError(f"--liver-mask {liver_mask} is the CT itself; give the liver mask's "
+                         "file")
+    difference = read_geometry(image).difference(read_geometry(liver_mask))
+    if difference is not None:
+        raise InputError(f"--liver-mask {liver_mask} is not on the CT's grid ({difference}); "
+                         "resample the mask onto the CT")
+    check_mask_values(read_image(liver_mask).array, f"--liver-mask {liver_mask}", liver=True)
 
 
 @app.command()
@@ -523,7 +583,13 @@ def track(
     transform.tfm (later follow-ups of a manifest in OUT/<patient_id>/<tpN>/)."""
 
     def body() -> dict[str, Any]:
-        from livermets.track.run import TimepointInput, track_manifest, track_patient
+        from livermets.io.safe_paths import check_out_folder, child_folder
+        from livermets.track.run import (
+            TimepointInput,
+            check_anything_tracked,
+            track_manifest,
+            track_patient,
+        )
 
         files = [baseline, baseline_lesions, baseline_liver, followup, followup_lesions,
                  followup_liver]
@@ -531,8 +597,10 @@ def track(
             if any(files):
                 raise InputError("give either --manifest or the baseline and follow-up files, "
                                  "not both")
-            return track_manifest(manifest, out, tolerance_mm=tolerance_mm,
-                                  deformable=deformable)
+            results = track_manifest(manifest, out, tolerance_mm=tolerance_mm,
+                                     deformable=deformable)
+            check_anything_tracked(results, manifest)
+            return results
         if baseline_lesions is None or followup_lesions is None:
             raise InputError("give --manifest, or --baseline-lesions and --followup-lesions "
                              "with --baseline-liver and --followup-liver (or the CTs, "
@@ -540,9 +608,11 @@ def track(
         for path in files:
             if path is not None and not path.exists():
                 raise InputError(f"{path}: no such file")
+        check_out_folder(out)
         answer = track_patient(TimepointInput(baseline_lesions, baseline_liver, baseline),
                                TimepointInput(followup_lesions, followup_liver, followup),
-                               out / patient_id, tolerance_mm=tolerance_mm,
+                               child_folder(out, patient_id, "--patient-id"),
+                               tolerance_mm=tolerance_mm,
                                liver_model=liver_model, deformable=deformable)
         return {patient_id: {"status": "done", "recist_category": answer["recist_category"]}}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from livermets.datasets.synth import generate_cohort
 from livermets.io.manifest import read_manifest, validate_manifest
+from livermets.io.safe_paths import check_out_folder
 from livermets.study import StudySettings, run_study
 from livermets.types import PathLike
 
@@ -41,6 +42,7 @@ def run_demo(out_dir: PathLike, *, patients: int = DEMO_PATIENTS, matrix: int = 
     Returns summary lines (the report's path last). `study=False` stops after the cohort.
     """
     root = Path(out_dir)
+    check_out_folder(root)
     cohort = root / "cohort"
     manifest, truth = cohort / "manifest.csv", cohort / "truth.json"
     if manifest.is_file() and truth.is_file():

@@ -42,7 +42,9 @@ from livermets.evaluate.stats import (
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
 from livermets.io.atomic import write_text_atomic
-from livermets.io.manifest import read_manifest
+from livermets.io.manifest import read_manifest, validate_manifest
+from livermets.io.safe_paths import check_not_input, check_out_folder, make_folder
+from livermets.models.saved import load_model
 from livermets.report.build import build_report
 from livermets.track.run import track_manifest
 from livermets.train.trainer import CHECKPOINT, MODEL, train
@@ -79,7 +81,8 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     say = progress or (lambda message: logger.info("%s", message))
     root, manifest_path = Path(out), Path(manifest)
     rows = read_manifest(manifest_path)
-    root.mkdir(parents=True, exist_ok=True)
+    _check_before_work(root, rows, settings)
+    make_folder(root)
 
     liver = settings.liver_model
     if liver is None:
@@ -140,6 +143,23 @@ def _follow_up(manifest: Path, root: Path, rows: list[Any], archs: tuple[str, ..
         out[arch] = track_manifest(manifest, root / "track" / arch,
                                    predictions=root / "predictions" / arch)
     return out
+
+
+def _check_before_work(root: Path, rows: list[Any], settings: StudySettings) -> None:
+    """Every argument checked before anything is written or trained (`InputError`): the
+    study folder, each model's settings, the masks (grid and values) and a given liver
+    model's task."""
+    check_out_folder(root)
+    check_not_input(root, [p for r in rows for p in (r.image, r.liver_mask, r.lesion_mask)
+                           if p is not None], "the study folder", holding=False)
+    if settings.liver_model is None:
+        make_train_config({**settings.common, **settings.liver, "task": "liver"})
+    for arch in settings.archs:
+        make_train_config({**settings.common, **settings.lesion, "task": "lesion",
+                           "arch": arch})
+    validate_manifest(rows)
+    if settings.liver_model is not None:
+        load_model(settings.liver_model, expected_task="liver")
 
 
 def _train(manifest: Path, run: Path, values: dict[str, Any], say: Progress) -> Path:

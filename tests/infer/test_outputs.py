@@ -36,7 +36,7 @@ def test_case_folder_holds_every_output_on_the_ct_grid(phantom_files: tuple[Path
     assert outcome.status == "done" and outcome.lesions == 2
     folder = tmp_path / "out" / "p1"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "lesion_probability.nii.gz", "lesions.csv", "lesions.nii.gz", "liver.nii.gz",
+        ".livermets", "lesion_probability.nii.gz", "lesions.csv", "lesions.nii.gz", "liver.nii.gz",
         "rejected_candidates.csv", "rejected_candidates.nii.gz", "run.json"]
     ct = read_image(ct_path)
     for name in ("liver.nii.gz", "lesions.nii.gz", "lesion_probability.nii.gz",

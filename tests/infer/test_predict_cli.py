@@ -165,13 +165,25 @@ def test_a_failed_case_is_reported_and_exits_2(tiny_runs: dict[str, Path],
     ct = write_image(phantom.ct, tmp_path / "ct.nii.gz")
     other = write_image(Volume.from_array(phantom.liver.array, spacing=(1.0, 1.0, 1.0)),
                         tmp_path / "liver_other_grid.nii.gz")
+    # One CT: refused with one line before any work.
     result = runner.invoke(app, ["predict", str(ct), "--liver-mask", str(other),
                                  "--lesion-model", str(tiny_runs["lesion"]),
                                  "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "not on the CT's grid" in _error_line(result)
+    assert not (tmp_path / "out").exists()
+    # Several CTs: the bad one (NaN slices) is reported, the others are segmented.
+    broken = phantom.ct.array.astype(np.float32)
+    broken[3:5] = np.nan
+    nan_ct = write_image(phantom.ct.with_array(broken), tmp_path / "nan_ct.nii.gz")
+    result = runner.invoke(app, ["predict", str(nan_ct), str(ct),
+                                 "--lesion-model", str(tiny_runs["lesion"]),
+                                 "--liver-model", str(tiny_runs["liver"]),
+                                 "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    [case] = json.loads(result.stdout)["cases"]
-    assert case["status"] == "failed" and "not on the CT's grid" in case["error"]
-    assert not (tmp_path / "out" / "ct").exists()
+    failed, done = json.loads(result.stdout)["cases"]
+    assert failed["status"] == "failed" and "NaN" in failed["error"]
+    assert done["status"] == "done"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct"]
 
 
 #: Every real CT in ../shared/data: (patient_id, path, SEG expected?). The TotalSegmentator

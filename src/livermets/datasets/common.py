@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from livermets.errors import InputError
 from livermets.io import Volume, write_image
 from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import ManifestRow, write_manifest
+from livermets.io.safe_paths import check_out_folder, make_folder
 from livermets.labels import connected_components
 from livermets.types import PathLike
 
@@ -66,16 +69,31 @@ class ImportResult:
                 "cases": [asdict(case) for case in self.cases]}
 
 
-def prepare_output(out_dir: PathLike, *, overwrite: bool) -> Path:
-    """The output folder, created; an existing manifest there is refused unless `overwrite`."""
+@contextmanager
+def import_folder(out_dir: PathLike, *, overwrite: bool) -> Iterator[Path]:
+    """The output folder of an import, created; an existing manifest there is refused unless
+    `overwrite`. When the import fails, what it added to the folder is removed again (the
+    folder itself when the import created it), so a refused import leaves nothing behind."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out needs a folder")
+    check_out_folder(out)
     if (out / "manifest.csv").exists() and not overwrite:
         raise InputError(f"{out} already holds a manifest.csv; choose another --out or pass "
                          "--overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    before = set(out.iterdir()) if out.is_dir() else None
+    make_folder(out)
+    try:
+        yield out
+    except BaseException:
+        added = list(out.iterdir()) if before is None else \
+            [p for p in out.iterdir() if p not in before]
+        for path in added:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if before is None:
+            out.rmdir()
+        raise
 
 
 def write_mask(volume: Volume, array: np.ndarray, path: Path) -> str:

@@ -39,8 +39,8 @@ from livermets.datasets.common import (
     ImportResult,
     add_lesion_components,
     finish_import,
+    import_folder,
     lesion_volumes_ml,
-    prepare_output,
     write_mask,
 )
 from livermets.errors import InputError
@@ -82,20 +82,20 @@ def import_dicom_seg(
     liver_re, lesion_re = _compile(liver_pattern, "--liver-segment"), _compile(
         lesion_pattern, "--lesion-segment")
     cts = _pair_segs_with_cts(src)
-    out = prepare_output(out_dir, overwrite=overwrite)
-    by_patient: dict[str, list[_CtWithSegs]] = defaultdict(list)
-    for ct in cts:
-        by_patient[ct.patient_id].append(ct)
-    cases: list[ImportedCase] = []
-    rows: list[ManifestRow] = []
-    for patient_id in sorted(by_patient):
-        ordered = sorted(by_patient[patient_id], key=lambda c: c.when)
-        for index, ct in enumerate(ordered):
-            timepoint = "baseline" if index == 0 else f"tp{index}"
-            case, row = _import_ct(ct, timepoint, out, liver_re, lesion_re)
-            cases.append(case)
-            rows.append(row)
-    return finish_import("dicom-seg", src, out, cases, rows)
+    with import_folder(out_dir, overwrite=overwrite) as out:
+        by_patient: dict[str, list[_CtWithSegs]] = defaultdict(list)
+        for ct in cts:
+            by_patient[ct.patient_id].append(ct)
+        cases: list[ImportedCase] = []
+        rows: list[ManifestRow] = []
+        for patient_id in sorted(by_patient):
+            ordered = sorted(by_patient[patient_id], key=lambda c: c.when)
+            for index, ct in enumerate(ordered):
+                timepoint = "baseline" if index == 0 else f"tp{index}"
+                case, row = _import_ct(ct, timepoint, out, liver_re, lesion_re)
+                cases.append(case)
+                rows.append(row)
+        return finish_import("dicom-seg", src, out, cases, rows)
 
 
 def _compile(pattern: str, option: str) -> re.Pattern[str]:

@@ -27,6 +27,7 @@ import logging
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,8 @@ from livermets.datasets.common import (
     ImportResult,
     add_lesion_components,
     finish_import,
+    import_folder,
     lesion_volumes_ml,
-    prepare_output,
     write_mask,
 )
 from livermets.errors import InputError
@@ -102,9 +103,12 @@ class _Masks:
         if self.folder.is_dir():
             return read_image(self.folder / structure)
         prefix = f"MASKS_DICOM/{structure}/"
-        with zipfile.ZipFile(self.archive) as archive:
-            members = [n for n in archive.namelist() if n.startswith(prefix) and n != prefix]
-            archive.extractall(self.scratch, members)
+        try:
+            with zipfile.ZipFile(self.archive) as archive:
+                members = [n for n in archive.namelist() if n.startswith(prefix) and n != prefix]
+                archive.extractall(self.scratch, members)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise InputError(f"{self.archive} is damaged ({exc}); re-download it") from None
         return read_image(self.scratch / "MASKS_DICOM" / structure)
 
 
@@ -118,18 +122,21 @@ def import_ircadb(source: PathLike, out_dir: PathLike, *, overwrite: bool = Fals
     if not patients:
         raise InputError(f"{src} holds no 3D-IRCADb-01 patient (a folder with PATIENT_DICOM/ "
                          "and MASKS_DICOM/ or MASKS_DICOM.zip)")
-    out = prepare_output(out_dir, overwrite=overwrite)
-    cases: list[ImportedCase] = []
-    rows: list[ManifestRow] = []
-    for patient in patients:
-        case = import_patient(patient, out / patient.name)
-        cases.append(case)
-        if case.in_manifest:
-            rows.append(ManifestRow(patient_id=patient.name, timepoint="baseline",
-                                    image=Path(case.image), center=CENTER,
-                                    liver_mask=Path(case.liver_mask) if case.liver_mask else None,
-                                    lesion_mask=Path(case.lesion_mask)))
-    return finish_import("ircadb", src, out, cases, rows)
+    with import_folder(out_dir, overwrite=overwrite) as out:
+        cases: list[ImportedCase] = []
+        rows: list[ManifestRow] = []
+        for patient in patients:
+            try:
+                case = import_patient(patient, out / patient.name)
+            except InputError as error:
+                raise InputError(f"patient folder {patient}: {error}") from None
+            cases.append(case)
+            if case.in_manifest:
+                liver = Path(case.liver_mask) if case.liver_mask else None
+                rows.append(ManifestRow(patient_id=patient.name, timepoint="baseline",
+                                        image=Path(case.image), center=CENTER,
+                                        liver_mask=liver, lesion_mask=Path(case.lesion_mask)))
+        return finish_import("ircadb", src, out, cases, rows)
 
 
 def import_patient(patient: Path, out: Path) -> ImportedCase:

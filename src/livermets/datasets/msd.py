@@ -23,8 +23,8 @@ from livermets.datasets.common import (
     ImportedCase,
     ImportResult,
     finish_import,
+    import_folder,
     lesion_volumes_ml,
-    prepare_output,
     write_mask,
 )
 from livermets.errors import InputError
@@ -78,20 +78,20 @@ def import_msd(source: PathLike, out_dir: PathLike, *, overwrite: bool = False) 
     if not pairs:
         raise InputError(f"{src} has no imagesTr/*.nii.gz nor volume-*.nii files; give the MSD "
                          "task folder or a LiTS folder")
-    out = prepare_output(out_dir, overwrite=overwrite)
-    cases: list[ImportedCase] = []
-    rows: list[ManifestRow] = []
-    for name, image, label in pairs:
-        case = ImportedCase(patient_id=name, image=str(image))
-        liver_path = lesion_path = None
-        if label is not None:
-            liver_path, lesion_path = _write_masks(name, image, label, out, case)
-        else:
-            case.notes.append("no label file: row without masks")
-        cases.append(case)
-        rows.append(ManifestRow(patient_id=name, timepoint="baseline", image=image.resolve(),
-                                center="", liver_mask=liver_path, lesion_mask=lesion_path))
-    return finish_import("msd", src, out, cases, rows)
+    with import_folder(out_dir, overwrite=overwrite) as out:
+        cases: list[ImportedCase] = []
+        rows: list[ManifestRow] = []
+        for name, image, label in pairs:
+            case = ImportedCase(patient_id=name, image=str(image))
+            liver_path = lesion_path = None
+            if label is not None:
+                liver_path, lesion_path = _write_masks(name, image, label, out, case)
+            else:
+                case.notes.append("no label file: row without masks")
+            cases.append(case)
+            rows.append(ManifestRow(patient_id=name, timepoint="baseline", image=image.resolve(),
+                                    center="", liver_mask=liver_path, lesion_mask=lesion_path))
+        return finish_import("msd", src, out, cases, rows)
 
 
 def _write_masks(name: str, image: Path, label: Path, out: Path,

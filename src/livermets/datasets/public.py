@@ -16,6 +16,7 @@ Both write int16 CT + uint8 masks as NIfTI under `out` and return a `ManifestRow
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +40,36 @@ def crlm_atlas(ct_path: Path, seg_path: Path, out: Path, *, split: str = "traini
                ) -> ManifestRow:
     """The CRLM-CT-1100 atlas as an int16 CT, a liver mask (labels 1 and 2) and a lesion mask
     (label 2, 26-connected lesions of at least 10 mm3, numbered by decreasing volume)."""
+    return _labelled_ct(ct_path, seg_path, out, ManifestRow(
+        patient_id="crlm1100", timepoint="baseline", image=Path(), center="CRLM", split=split))
+
+
+def lits_crop(ct_path: Path, seg_path: Path, out: Path, *, split: str = "validation"
+              ) -> ManifestRow:
+    """LiTS volume 117 as shipped in ../shared/data/lits (a 128^3 crop around the liver, HU):
+    its liver mask (labels 1 and 2) and lesion mask (label 2, 26-connected lesions of at least
+    10 mm3 by the file's spacing, numbered by decreasing volume). The file's 1.0 mm spacing is
+    not the true one (about 1.2-1.5 mm): use it for Dice and detection, not for sizes in mm."""
+    return _labelled_ct(ct_path, seg_path, out, ManifestRow(
+        patient_id="lits117", timepoint="baseline", image=Path(), center="LiTS", split=split))
+
+
+def _labelled_ct(ct_path: Path, seg_path: Path, out: Path, row: ManifestRow) -> ManifestRow:
+    """A CT with a label map of 1 liver and 2 tumour written as `out`/ct.nii.gz (int16),
+    liver.nii.gz (labels 1 and 2) and lesions.nii.gz (label 2's lesions of at least 10 mm3);
+    `row` with those paths."""
     ct = read_image(ct_path)
     seg = read_image(seg_path)
     if ct.geometry.difference(seg.geometry) is not None:
-        raise InputError(f"{seg_path}: the atlas label map is not on the CT's grid")
+        raise InputError(f"{seg_path}: the label map is not on the CT's grid")
     out.mkdir(parents=True, exist_ok=True)
     image = write_image(_int16(ct), out / "ct.nii.gz")
     liver = write_image(seg.with_array(np.isin(seg.array, (1, 2)).astype(np.uint8)),
                         out / "liver.nii.gz")
     lesions = instance_labels(seg.array == 2, seg.spacing, min_volume_mm3=MIN_LESION_VOLUME_MM3)
-    lesion = write_image(seg.with_array(lesions.astype(np.uint8)), out / "lesions.nii.gz")
-    return ManifestRow(patient_id="crlm1100", timepoint="baseline", image=image,
-                       center="CRLM", liver_mask=liver, lesion_mask=lesion, split=split)
+    dtype = np.uint8 if lesions.max() < 256 else np.uint16
+    lesion = write_image(seg.with_array(lesions.astype(dtype)), out / "lesions.nii.gz")
+    return replace(row, image=image, liver_mask=liver, lesion_mask=lesion)
 
 
 def totalsegmentator_example(ct_path: Path, seg_path: Path, out: Path, *,

@@ -24,12 +24,15 @@ from livermets.evaluate.cases import (
 )
 from livermets.evaluate.summary import comparisons, summarise, tables_markdown
 from livermets.io.atomic import write_csv_atomic, write_text_atomic
-from livermets.io.manifest import read_manifest
+from livermets.io.manifest import read_manifest, validate_manifest
+from livermets.io.safe_paths import check_not_input, check_out_folder, make_folder
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
+#: The files an evaluation writes, `SUMMARY` last.
+OUTPUT_FILES = ("lesions.csv", "false_positives.csv", "cases.csv", "tables.md", SUMMARY)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,14 @@ def evaluate_manifest(manifest: PathLike, predictions: PathLike, out: PathLike,
         raise InputError(f"{out_dir} holds an evaluation; use --overwrite to replace it")
     if not prediction_dir.is_dir():
         raise InputError(f"{prediction_dir}: no such predictions folder")
+    check_out_folder(out_dir)
+    check_not_input(out_dir, [prediction_dir], "the evaluation folder", holding=False)
     rows = read_manifest(manifest)
+    masks = [p for r in rows for p in (r.liver_mask, r.lesion_mask) if p is not None]
+    for name in OUTPUT_FILES:
+        check_not_input(out_dir / name, [Path(manifest), *masks], "the output file",
+                        holding=False)
+    validate_manifest([r for r in rows if r.lesion_mask is not None], columns=("lesion_mask",))
     lesions, false_positives, cases, skipped = [], [], [], []
     for row in rows:
         if row.lesion_mask is None:
@@ -70,7 +80,7 @@ def evaluate_manifest(manifest: PathLike, predictions: PathLike, out: PathLike,
     groups = summarise(lesions, cases, false_positives,
                        lambda mm: size_group(mm, settings.small_mm), settings.size_bins_mm)
     tests = comparisons(lesions)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     write_csv_atomic(out_dir / "lesions.csv", lesions, LESION_COLUMNS)
     write_csv_atomic(out_dir / "false_positives.csv", false_positives, FALSE_POSITIVE_COLUMNS)
     write_csv_atomic(out_dir / "cases.csv", cases, CASE_COLUMNS)

@@ -4,13 +4,15 @@
 `lesion_probability.nii.gz` (float32, when kept), `lesions.csv` (`LESION_COLUMNS`),
 `rejected_candidates.nii.gz` and `.csv` (`REJECTED_COLUMNS`: what the candidate checks turned
 down, labels 1..R; both absent when the checks are off),
-`seg.dcm` (DICOM Segmentation, for DICOM input whose slices were not resampled) and
-`run.json` (input, models, threshold, timings, versions).
+`seg.dcm` (DICOM Segmentation, for DICOM input whose slices were not resampled),
+`run.json` (input, models, threshold, timings, versions) and the marker `.livermets`.
 
 The folder is built under a hidden temporary name beside it and renamed into place when
 complete, so a case folder with `run.json` is always finished, and an interrupted run
 leaves no half-written case. `predict_cases` skips finished cases (unless `redo`), and a bad
-case is reported while the others continue.
+case is reported while the others continue. Before any work it proves every case folder safe
+(`livermets.io.safe_paths`): a name by the rule, inside `out`, not an input nor holding one,
+and, where it exists, written by livermets; no other folder is ever replaced.
 """
 
 from __future__ import annotations
@@ -29,13 +31,24 @@ from livermets.errors import InputError
 from livermets.infer.predictor import LESION_COLUMNS, REJECTED_COLUMNS, Prediction, Predictor
 from livermets.io.atomic import csv_text, write_text_atomic
 from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
-from livermets.io.image import read_image, write_image
+from livermets.io.image import check_ct, read_image, write_image
+from livermets.io.manifest import check_mask_values
+from livermets.io.safe_paths import (
+    check_not_input,
+    check_out_folder,
+    check_replaceable,
+    child_folder,
+    make_folder,
+    mark_as_ours,
+)
 from livermets.io.volume import Volume
 from livermets.train.records import versions
 
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
+#: A case folder written before the `.livermets` marker: its run record and two of its keys.
+LEGACY_CASE = (RUN_RECORD, ("case_id", "versions"))
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,13 @@ def write_case(prediction: Prediction, ct: Volume, folder: Path, *, record: dict
                overwrite: bool = False) -> Path:
     """Write `prediction` for `ct` into `folder` (created whole, atomically); return it.
 
-    An existing `folder` is refused unless `overwrite`, in which case it is replaced only
-    once the new one is complete.
+    An existing `folder` is refused unless `overwrite` and livermets wrote it, in which case it
+    is replaced only once the new one is complete.
     """
     if folder.exists() and not overwrite:
         raise InputError(f"{folder} exists; use --overwrite to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(folder, LEGACY_CASE)
+    make_folder(folder.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial",
                                     dir=folder.parent))
     staging.chmod(0o755)
@@ -86,6 +100,7 @@ def write_case(prediction: Prediction, ct: Volume, folder: Path, *, record: dict
         full_record = {**record, "dicom_seg": seg, **_prediction_record(prediction),
                        "versions": versions()}
         write_text_atomic(staging / RUN_RECORD, json.dumps(full_record, indent=2) + "\n")
+        mark_as_ours(staging, "prediction")
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,20 +119,17 @@ def is_finished(folder: Path) -> bool:
 
 
 def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *,
-                  overwrite: bool = False, redo: bool = False) -> list[CaseOutcome]:
+                  overwrite: bool = False, redo: bool = False,
+                  stop_on_error: bool = False) -> list[CaseOutcome]:
     """Segment each case into `out/<case_id>/`; a failing case is logged and the rest go on.
 
-    A finished case folder is skipped unless `redo` or `overwrite` (both replace it); an
-    unfinished one (no run record) is replaced.
+    A finished case folder is skipped unless `redo` or `overwrite` (both replace it). Every
+    case folder is checked before any work (`case_folders`). With `stop_on_error` a bad case
+    raises its `InputError` (one CT: the refusal is the answer) instead of being reported.
     """
-    ids = [c.case_id for c in cases]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise InputError(f"case id(s) {', '.join(repeated)} appear more than once; give each "
-                         "CT its own id (use a manifest)")
+    folders = case_folders(cases, out)
     outcomes = []
-    for number, case in enumerate(cases, start=1):
-        folder = out / case.case_id
+    for number, (case, folder) in enumerate(zip(cases, folders, strict=True), start=1):
         if is_finished(folder) and not (redo or overwrite):
             logger.info("[%d/%d] %s: finished before, skipped", number, len(cases),
                         case.case_id)
@@ -128,6 +140,8 @@ def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *
             outcomes.append(_predict_one(predictor, case, folder, replace=folder.exists(),
                                          started=tic))
         except InputError as error:
+            if stop_on_error:
+                raise
             logger.error("[%d/%d] %s: %s", number, len(cases), case.case_id, error)
             outcomes.append(CaseOutcome(case.case_id, "failed", error=str(error)))
             continue
@@ -136,11 +150,34 @@ def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *
     return outcomes
 
 
+def case_folders(cases: Sequence[CaseInput], out: Path) -> list[Path]:
+    """Each case's folder `out/<case_id>`, proven safe before any work: the id follows the
+    naming rule and is unique, the folder lies inside `out`, is no input and holds none, and,
+    where it exists, livermets wrote it. `InputError` otherwise."""
+    ids = [c.case_id for c in cases]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InputError(f"case id(s) {', '.join(repeated)} appear more than once; give each "
+                         "CT its own id (use a manifest)")
+    check_out_folder(out)
+    inputs = [p for c in cases for p in (c.image, c.liver_mask) if p is not None]
+    folders = []
+    for case in cases:
+        folder = child_folder(out, case.case_id, "case id")
+        check_not_input(folder, inputs, "the case folder")
+        check_replaceable(folder, LEGACY_CASE)
+        folders.append(folder)
+    return folders
+
+
 def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace: bool,
                  started: float) -> CaseOutcome:
     read_tic = time.perf_counter()
     ct = read_image(case.image)
+    check_ct(ct, str(case.image))
     liver_mask = read_image(case.liver_mask) if case.liver_mask is not None else None
+    if liver_mask is not None:
+        check_mask_values(liver_mask.array, f"the liver mask {case.liver_mask}", liver=True)
     read_s = time.perf_counter() - read_tic
     prediction = predictor.predict(ct, liver_mask)
     prediction.timings = {"read_s": read_s, **prediction.timings}
@@ -185,11 +222,11 @@ def _write_seg(prediction: Prediction, ct: Volume, path: Path) -> dict[str, Any]
 
 
 def _swap_into_place(staging: Path, folder: Path) -> None:
-    """Rename `staging` to `folder`; an existing `folder` is moved aside first, then removed."""
+    """Rename `staging` to `folder`; an existing `folder` is moved aside (to a fresh hidden
+    name) first, then removed."""
     if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        folder.replace(old)
         staging.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     else:

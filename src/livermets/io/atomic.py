@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from livermets.errors import InputError
 from livermets.types import PathLike
 
 
@@ -42,10 +43,14 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     (0666 less the umask), not the temporary file's 0600.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     suffix = full_suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
-                                    dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {target} ({exc.strerror or exc}); choose a folder "
+                         "you can write to") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

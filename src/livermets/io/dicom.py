@@ -115,7 +115,9 @@ class SeriesInfo:
     `series_instance_uid` is "" for files without one. `files`: every file of the series;
     `slices`: the image slices among them (empty for non-image objects such as SEG, RTSTRUCT
     or SR). `orientation`: "axial", "coronal" or "sagittal" (the patient axis closest to the
-    slice normal), "mixed" when the slices differ, "" for non-image series.
+    slice normal), "mixed" when the slices differ, "" for non-image series. `unplaced`: files
+    with image rows and columns but no ImagePositionPatient or ImageOrientationPatient (in a
+    series of slices: a damaged slice whose place is unknown).
     """
 
     series_instance_uid: str
@@ -127,6 +129,7 @@ class SeriesInfo:
     files: tuple[Path, ...] = field(repr=False)
     slices: tuple[SliceHeader, ...] = field(repr=False)
     orientation: str
+    unplaced: tuple[Path, ...] = field(default=(), repr=False)
 
     @property
     def num_slices(self) -> int:
@@ -317,7 +320,16 @@ def _series_info(uid: str, members: list[tuple[Path, Any]]) -> SeriesInfo:
         files=tuple(p for p, _ in members),
         slices=slices,
         orientation=_orientation_label(slices),
+        unplaced=tuple(p for p, ds in members if _unplaced_image(ds)),
     )
+
+
+def _unplaced_image(ds: Any) -> bool:
+    """An image (rows and columns) without its position or orientation in the patient."""
+    has_size = ds.get("Rows") is not None and ds.get("Columns") is not None
+    placed = ds.get("ImagePositionPatient") is not None and \
+        ds.get("ImageOrientationPatient") is not None
+    return has_size and not placed
 
 
 def _slice_header(path: Path, ds: Any) -> SliceHeader | None:
@@ -400,6 +412,12 @@ def _plan(series: SeriesInfo) -> _Plan:
         raise InputError(
             f"{name} is a {series.modality or 'non-image'} object without image slices; give "
             "the folder of the CT images"
+        )
+    if series.unplaced:
+        raise InputError(
+            f"{name}: {series.unplaced[0]} is an image slice without ImagePositionPatient or "
+            f"ImageOrientationPatient ({len(series.unplaced)} such file(s)), so its place in "
+            "the volume is unknown; re-export the series with complete headers"
         )
     if len(slices) == 1:
         raise InputError(

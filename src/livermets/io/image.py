@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path, full_suffix
-from livermets.io.nifti_check import nifti_problem
+from livermets.io.nifti_check import nifti_non_finite, nifti_problem
 from livermets.io.volume import Geometry, Volume
 from livermets.types import PathLike
 
@@ -116,6 +116,11 @@ def read_image(path: PathLike, *, series_uid: str | None = None) -> Volume:
         image = image[:, :, :, 0]
     fmt = _FORMAT_NAMES[full_suffix(p)].lower()
     volume = Volume.from_sitk(image, {"format": fmt, "source": str(p)})
+    if fmt == "nifti" and np.issubdtype(volume.array.dtype, np.floating):
+        non_finite = nifti_non_finite(p, volume.shape)
+        if non_finite is not None:  # SimpleITK read them as 0: give them back as NaN
+            volume = volume.with_array(np.where(non_finite, np.nan, volume.array)
+                                       .astype(volume.array.dtype))
     logger.debug("read %s: shape %s spacing %s", p, volume.shape, volume.spacing)
     return volume
 
@@ -177,3 +182,33 @@ def _write_with_sidecar(image: sitk.Image, target: Path, compress: bool) -> None
             written.replace(target.parent / written.name)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+#: Voxel spacing a CT can have (mm): finer or coarser is a broken header, not a scan.
+CT_SPACING_MM = (0.05, 30.0)
+
+
+def check_ct(volume: Volume, what: str) -> None:
+    """`InputError` (one line naming `what`, e.g. the CT's path) when `volume` cannot be a CT
+    to segment: a modality other than CT (DICOM), a single slice (a 2D image, as a one-slice
+    DICOM series is refused), a spacing outside `CT_SPACING_MM`, or NaN / infinite voxels."""
+    modality = volume.metadata.get("modality")
+    if modality and modality != "CT":
+        raise InputError(f"{what} is a {modality} series (DICOM Modality); livermets segments "
+                         "CT: give the CT series")
+    if volume.shape[0] < 2:
+        raise InputError(f"{what} has a single slice (a 2D image); livermets needs a 3D CT "
+                         "volume: give all the slices of the series")
+    low, high = CT_SPACING_MM
+    if not all(low <= s <= high for s in volume.spacing):
+        spacing = ", ".join(f"{s:g}" for s in volume.spacing)
+        raise InputError(f"{what} has a voxel spacing of ({spacing}) mm (z, y, x), outside "
+                         f"[{low:g}, {high:g}] mm; fix the image header's spacing")
+    array = volume.array
+    if np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            slices = np.flatnonzero(bad.any(axis=(1, 2)))
+            raise InputError(f"{what} holds {int(bad.sum())} NaN or infinite voxels on "
+                             f"{len(slices)} slice(s) (first: slice {int(slices[0])}); "
+                             "re-export the CT with every voxel in HU")

@@ -22,6 +22,7 @@ import numpy as np
 
 from livermets.errors import InputError
 from livermets.io.atomic import write_text_atomic
+from livermets.io.safe_paths import NAME_RULE, NAME_RULE_TEXT
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ COLUMNS: tuple[str, ...] = (
 )
 REQUIRED_VALUES: tuple[str, ...] = ("patient_id", "timepoint", "image")
 _TIMEPOINT = re.compile(r"^(baseline|tp\d+)$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def timepoint_order(timepoint: str) -> int:
@@ -136,10 +136,10 @@ def _parse_row(values: dict[str, str], number: int, base: Path, manifest: Path) 
         if not values[column]:
             raise InputError(f"{manifest}: row {number} has no {column}; every row needs one")
     patient_id, timepoint = values["patient_id"], values["timepoint"]
-    if not _ID.match(patient_id):
+    if not NAME_RULE.match(patient_id):
         raise InputError(
-            f"{manifest}: row {number} patient_id {patient_id!r} has characters other than "
-            "letters, digits, '.', '_' and '-'; rename it (it names output folders)"
+            f"{manifest}: row {number} patient_id {patient_id!r} cannot name an output folder; "
+            f"use only {NAME_RULE_TEXT}"
         )
     if not _TIMEPOINT.match(timepoint):
         raise InputError(
@@ -177,20 +177,27 @@ def _check_files(row: ManifestRow, manifest: Path) -> None:
             )
 
 
-def validate_manifest(rows: Sequence[ManifestRow], *, check_values: bool = True) -> None:
-    """Check each row's masks against its image: same grid, and integer label values.
+MASK_COLUMNS: tuple[str, ...] = ("liver_mask", "lesion_mask")
 
-    Geometry is read from headers only. With `check_values`, mask voxels are read and must be
-    integers >= 0 (binary 0/1 or instance labels 0..K); a float mask with fractional values,
-    or negative values, is an error. Raises `InputError` naming the row and the problem.
+
+def validate_manifest(rows: Sequence[ManifestRow], *, check_values: bool = True,
+                      columns: Sequence[str] = MASK_COLUMNS) -> None:
+    """Check each row's masks (of `columns`) against its image: same grid, integer labels.
+
+    Geometry is read from headers only. With `check_values`, mask voxels are read and checked
+    by `check_mask_values`. Raises `InputError` naming the row and the problem.
     """
     from livermets.io.image import read_geometry, read_image
 
     for row in rows:
         image_geometry = read_geometry(row.image)
-        for column, path in (("liver_mask", row.liver_mask), ("lesion_mask", row.lesion_mask)):
+        for column in columns:
+            path = getattr(row, column)
             if path is None:
                 continue
+            if path == row.image:
+                raise InputError(f"{row.where}: {column} is the image itself; give the mask's "
+                                 "file")
             difference = image_geometry.difference(read_geometry(path))
             if difference is not None:
                 raise InputError(
@@ -198,29 +205,35 @@ def validate_manifest(rows: Sequence[ManifestRow], *, check_values: bool = True)
                     f"({difference}); resample the mask onto the CT"
                 )
             if check_values:
-                _check_label_values(read_image(path).array, row, column, path)
+                check_mask_values(read_image(path).array, f"{row.where}: {column} {path.name}",
+                                  liver=column == "liver_mask")
 
 
-def _check_label_values(array: np.ndarray, row: ManifestRow, column: str, path: Path) -> None:
+def check_mask_values(array: np.ndarray, what: str, *, liver: bool) -> None:
+    """`InputError` unless `array` holds integers >= 0 (binary 0/1 or lesion labels 0..K).
+
+    A float mask with fractional or non-finite values, a negative value, or a non-numeric
+    type is refused; so is a liver mask (`liver`) with more than 255 labels (a CT given as a
+    mask). `what` names the mask in the message.
+    """
     if array.dtype == np.bool_:
         return
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise InputError(
-                f"{row.where}: {column} {path.name} has non-integer values; a mask must be "
-                "binary (0/1) or integer lesion labels"
-            )
+            raise InputError(f"{what} has non-integer values; a mask must be binary (0/1) or "
+                             "integer lesion labels")
     elif not np.issubdtype(array.dtype, np.integer):
-        raise InputError(f"{row.where}: {column} {path.name} has {array.dtype} values; "
-                         "a mask must hold integers")
+        raise InputError(f"{what} has {array.dtype} values; a mask must hold integers")
+    if array.size == 0:
+        return
     if array.min() < 0:
-        raise InputError(
-            f"{row.where}: {column} {path.name} has negative values; a mask must be "
-            "binary (0/1) or integer lesion labels"
-        )
-    if column == "liver_mask" and array.max() > 1:
-        logger.info("%s: liver_mask has labels up to %s; voxels > 0 count as liver",
-                    row.where, array.max())
+        raise InputError(f"{what} has negative values (is it a CT?); a mask must be binary "
+                         "(0/1) or integer lesion labels")
+    if liver and array.max() > 255:
+        raise InputError(f"{what} has values up to {array.max()} (is it a CT?); a liver mask "
+                         "is binary (0/1)")
+    if liver and array.max() > 1:
+        logger.info("%s has labels up to %s; voxels > 0 count as liver", what, array.max())
 
 
 def write_manifest(rows: Iterable[ManifestRow], path: PathLike) -> Path:

@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ import numpy as np
 from livermets import __version__
 from livermets.datasets.common import MIN_LESION_VOLUME_MM3
 from livermets.errors import InputError
+from livermets.evaluate.cases import CASE_COLUMNS, LESION_COLUMNS
+from livermets.evaluate.run import OUTPUT_FILES, SUMMARY
 from livermets.evaluate.summary import format_detection, format_mean_sd
 from livermets.io.atomic import write_text_atomic
 from livermets.io.image import read_image
 from livermets.io.manifest import read_manifest
+from livermets.io.safe_paths import check_not_input
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
 from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
@@ -53,6 +57,9 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
     """
     if not evaluations:
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
+    if cases < 0:
+        raise InputError(f"--cases {cases}: give 0 or more cases to picture")
+    check_report_target(evaluations, out)
     contexts = [_evaluation_context(Path(folder), cases) for folder in evaluations]
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("livermets.report", "templates"),
@@ -108,18 +115,54 @@ def _png_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _read_csv(path: Path) -> list[Row]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def _read_csv(path: Path, columns: Sequence[str] = ()) -> list[Row]:
+    """The rows of `path`; `InputError` when it is unreadable or lacks one of `columns`."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read it ({exc}); re-run `livermets evaluate`"
+                         ) from None
+    if missing:
+        raise InputError(f"{path} lacks the column(s) {', '.join(missing)}; it is not "
+                         "`livermets evaluate` output: re-run it")
+    return rows
+
+
+#: The keys of summary.json the report reads.
+_SUMMARY_KEYS = ("settings", "manifest", "predictions", "evaluated_cases", "skipped_cases",
+                 "groups", "comparisons")
+
+
+def _read_summary(folder: Path) -> Row:
+    """summary.json of an evaluation folder; `InputError` when missing, damaged or foreign."""
+    path = folder / SUMMARY
+    if not path.is_file():
+        raise InputError(f"{folder} is not an evaluation folder (no summary.json); run "
+                         "`livermets evaluate` first")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is not readable JSON ({type(exc).__name__}); re-run "
+                         "`livermets evaluate`") from None
+    missing = [k for k in _SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}; it is not `livermets evaluate` "
+                         "output: re-run it")
+    return dict(summary)
+
+
+def check_report_target(evaluations: Sequence[PathLike], out: PathLike) -> None:
+    """`InputError` when the report `out` would replace a file of an evaluation it reads."""
+    own = [Path(folder) / name for folder in evaluations for name in OUTPUT_FILES]
+    check_not_input(Path(out), own, "the report", holding=False)
 
 
 def _evaluation_context(folder: Path, cases: int) -> Row:
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
-        raise InputError(f"{folder} is not an evaluation folder (no summary.json); run "
-                         "`livermets evaluate` first")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    lesions = _read_csv(folder / "lesions.csv")
+    summary = _read_summary(folder)
+    lesions = _read_csv(folder / "lesions.csv", LESION_COLUMNS)
     groups: dict[str, Row] = summary["groups"]
     sets = [k.split("=", 1)[1] for k in groups if k.startswith("set=") and "/" not in k]
     table_main = [_table_row(name, groups["all" if name == "all" else f"set={name}"])
@@ -134,7 +177,7 @@ def _evaluation_context(folder: Path, cases: int) -> Row:
         figures.append({"uri": detection_by_size(groups, f"{folder.name}: detection by size"),
                         "alt": "detection rate per set and size group"})
     predictions = Path(summary["predictions"])
-    cases_rows = _read_csv(folder / "cases.csv")
+    cases_rows = _read_csv(folder / "cases.csv", CASE_COLUMNS)
     return {
         "name": folder.name, "settings": summary["settings"],
         "evaluated_cases": summary["evaluated_cases"], "skipped_cases": summary["skipped_cases"],

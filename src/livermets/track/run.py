@@ -24,7 +24,15 @@ import SimpleITK as sitk
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path, write_csv_atomic, write_text_atomic
 from livermets.io.image import read_image
-from livermets.io.manifest import read_manifest, timepoint_order
+from livermets.io.manifest import check_mask_values, read_manifest, timepoint_order
+from livermets.io.safe_paths import (
+    check_not_input,
+    check_out_folder,
+    check_replaceable,
+    child_folder,
+    make_folder,
+    mark_as_ours,
+)
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
@@ -39,6 +47,9 @@ from livermets.track.response import response
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
+
+#: A patient folder written before the `.livermets` marker: its record and two of its keys.
+LEGACY_TRACK = ("response.json", ("recist_category", "registration"))
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ def _read_timepoint(point: TimepointInput, what: str, segment: _LiverSegmenter
         raise InputError(f"give the {what} liver mask, or the {what} CT so that a liver model "
                          "can segment it")
     for name, mask in (("liver", liver), ("lesion", lesions)):
+        check_mask_values(mask.array, f"the {what} {name} mask", liver=name == "liver")
         reference, against = (ct, "CT") if ct is not None else (lesions, "lesion mask")
         difference = reference.geometry.difference(mask.geometry)
         if difference is not None:
@@ -142,6 +154,12 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
     segments a CT given without its liver mask (default: the starter model); `deformable`:
     add the B-spline step to the registration.
     """
+    folder = Path(out)
+    check_out_folder(folder)
+    check_replaceable(folder, LEGACY_TRACK)
+    check_not_input(folder, [p for point in (baseline, followup)
+                             for p in (point.lesions, point.liver, point.image) if p is not None],
+                    "the patient folder")
     segment = _LiverSegmenter(liver_model)
     base = _read_timepoint(baseline, "baseline", segment)
     follow = _read_timepoint(followup, "follow-up", segment)
@@ -159,8 +177,8 @@ def track_patient(baseline: TimepointInput, followup: TimepointInput, out: PathL
                          "deformable": deformable, "transform": "transform.tfm"},
         "matching_tolerance_mm": tolerance_mm,
         "baseline": _describe(baseline), "followup": _describe(followup)}
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
+    mark_as_ours(folder, "tracking")
     write_csv_atomic(folder / "matches.csv", match_rows(links, base_measures, follow_measures),
                      MATCH_COLUMNS)
     with atomic_path(folder / "transform.tfm") as tmp:
@@ -217,6 +235,15 @@ def track_manifest(manifest: PathLike, out: PathLike, *,
     return results
 
 
+def check_anything_tracked(results: dict[str, Any], manifest: PathLike) -> None:
+    """`InputError` when `track_manifest` skipped every patient (nothing was written)."""
+    if results and all(result["status"] == "skipped" for result in results.values()):
+        patient, first = next(iter(results.items()))
+        raise InputError(f"{manifest}: no patient has a baseline and a follow-up with lesion "
+                         f"and liver masks (patient {patient}: {first['reason']}); nothing "
+                         "to track")
+
+
 def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups: list[str],
                      out: Path, tolerance_mm: float, deformable: bool) -> dict[str, Any]:
     """Baseline against each follow-up in turn; the first follow-up's summary, later ones
@@ -224,7 +251,9 @@ def _track_followups(patient: str, inputs: dict[str, TimepointInput], followups:
     sums: list[float] = []
     summaries: dict[str, dict[str, Any]] = {}
     for index, timepoint in enumerate(followups):
-        folder = out / patient if index == 0 else out / patient / timepoint
+        folder = child_folder(out, patient, "patient id")
+        if index > 0:
+            folder = child_folder(folder, timepoint, "timepoint")
         try:
             answer = track_patient(inputs["baseline"], inputs[timepoint], folder,
                                    tolerance_mm=tolerance_mm, earlier_sums_mm=tuple(sums),

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from livermets.config import TrainConfig
 from livermets.errors import InputError
 from livermets.io import Volume, read_image
+from livermets.io.image import check_ct
 from livermets.io.manifest import ManifestRow
 from livermets.preprocess import (
     AIR_HU,
@@ -111,6 +112,7 @@ def _case_slices(row: ManifestRow, config: TrainConfig) -> tuple[np.ndarray, np.
                          "uses it for " + ("its target" if config.task == "liver" else
                                            "the liver z-score") + ")")
     ct = read_image(row.image)
+    check_ct(ct, f"{row.where}: image {row.image}")
     liver = read_image(row.liver_mask)
     _same_grid(row, ct, liver, "liver_mask")
     if config.task == "liver":

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from livermets.config import DistributedEnvironment, TrainConfig, distributed_environment
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path, write_text_atomic
-from livermets.io.manifest import read_manifest
+from livermets.io.manifest import MASK_COLUMNS, ManifestRow, read_manifest, validate_manifest
+from livermets.io.safe_paths import check_not_input, check_out_folder, make_folder
 from livermets.models import create_model
 from livermets.models.precision import autocast, resolve_precision
 from livermets.models.saved import save_model
@@ -78,12 +79,14 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
     run = Path(run_dir)
     manifest_path = Path(manifest)
     rows = read_manifest(manifest_path)
-    _prepare_run_dir(run, config, resume=resume, overwrite=overwrite, env=env)
+    _check_run_dir(run, config, rows, manifest_path, resume=resume, overwrite=overwrite)
     device = _device(env)
     if config.threads:
         torch.set_num_threads(config.threads)
     precision = resolve_precision(config.precision, device)
     train_rows, val_rows = split_patients(rows, config)
+    validate_manifest([*train_rows, *val_rows],
+                      columns=("liver_mask",) if config.task == "liver" else MASK_COLUMNS)
     started = time.perf_counter()
     training = load_slices(train_rows, config)
     validation = load_slices(val_rows, config) if val_rows else None
@@ -100,6 +103,7 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
     else:
         network = model
     optimizer, scheduler = make_optimizer(model, config)
+    _start_run_dir(run, config, resume=resume, env=env)  # every check passed: now write
     state = TrainingState()
     if resume:
         state = _load_checkpoint(run / CHECKPOINT, model, optimizer, scheduler)
@@ -335,8 +339,15 @@ def _init_distributed(env: DistributedEnvironment, device: torch.device) -> None
     logger.info("distributed training: rank %d of %d on %s", env.rank, env.world_size, device)
 
 
-def _prepare_run_dir(run: Path, config: TrainConfig, *, resume: bool, overwrite: bool,
-                     env: DistributedEnvironment) -> None:
+def _check_run_dir(run: Path, config: TrainConfig, rows: Sequence[ManifestRow],
+                   manifest: Path, *, resume: bool, overwrite: bool) -> None:
+    """`InputError` when `run` cannot take this run: a file, an input or a folder holding
+    one, a run without `--resume`/`--overwrite`, or a resume with changed settings. Writes
+    nothing."""
+    check_out_folder(run)
+    inputs = [manifest, *(p for r in rows for p in (r.image, r.liver_mask, r.lesion_mask)
+                          if p is not None)]
+    check_not_input(run, inputs, "the run folder")
     config_path = run / "config.yaml"
     if resume:
         if not (run / CHECKPOINT).is_file():
@@ -347,16 +358,21 @@ def _prepare_run_dir(run: Path, config: TrainConfig, *, resume: bool, overwrite:
         if changed:
             raise InputError(f"--resume with settings that differ from {config_path}: "
                              f"{', '.join(changed)}; resume with the run's settings")
-    elif (run / CHECKPOINT).exists() or (run / MODEL).exists():
-        if not overwrite:
-            raise InputError(f"{run} already holds a training run; pass --resume to continue "
-                             "it or --overwrite to start again")
-        if env.is_main:
-            for name in (CHECKPOINT, MODEL, "history.csv", "run.json", "loss_curve.png"):
-                (run / name).unlink(missing_ok=True)
-    if env.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    elif ((run / CHECKPOINT).exists() or (run / MODEL).exists()) and not overwrite:
+        raise InputError(f"{run} already holds a training run; pass --resume to continue "
+                         "it or --overwrite to start again")
+
+
+def _start_run_dir(run: Path, config: TrainConfig, *, resume: bool,
+                   env: DistributedEnvironment) -> None:
+    """Clear an earlier run's files (a new run) and write config.yaml; rank 0 only."""
+    if not env.is_main:
+        return
+    if not resume:
+        for name in (CHECKPOINT, MODEL, "history.csv", "run.json", "loss_curve.png"):
+            (run / name).unlink(missing_ok=True)
+    make_folder(run)
+    write_text_atomic(run / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
