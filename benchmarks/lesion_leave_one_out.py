@@ -18,7 +18,17 @@ here on that CT. The folds share the training data of the shipped run (`--data`)
 Each case is predicted with its reference liver mask, so the figures are the lesion model's
 alone, with the candidate checks (`livermets.infer.candidates`, the default) and without
 them (the paper's plain Otsu), and scored per lesion by `livermets evaluate`: lesion Dice,
-detection (Dice > 0.2) and false positives per CT.
+detection (Dice > 0.2) and false positives per CT. Each reference lesion also gets its
+contrast (median HU of the liver within 5 mm around it minus its own median, as the candidate
+checks measure it), and `breakdown` gives the real-CT issue's figures: lesions found, hypodense
+ones (>= 10 HU darker) found, small ones (< 20 mm) found, mean Dice (all, hypodense) and
+false positives.
+
+`lits117` (LiTS volume 117, 66 lesions, never in any starter training) is the held-out real
+CT every lesion recipe is measured on with the same command:
+
+    .venv/bin/python benchmarks/lesion_leave_one_out.py --model RUN/lesion/model.pt \
+        --cases lits117 --out /tmp/lits_RUN
 """
 
 from __future__ import annotations
@@ -30,11 +40,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import ndimage
+
 from livermets.datasets.ircadb import import_ircadb
 from livermets.datasets.public import crlm_atlas, lits_crop
 from livermets.evaluate.run import evaluate_manifest
+from livermets.infer.candidates import CandidateChecks, measure_candidate
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
+from livermets.io import read_image
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.models.saved import load_model
 
@@ -86,6 +101,41 @@ def lesions_both_ways(checked: Path, plain: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def lesion_contrasts(rows: list[ManifestRow]) -> dict[tuple[str, int], float | None]:
+    """(case_id, lesion_id) -> the reference lesion's contrast (HU, positive: darker than the
+    liver within 5 mm around it), measured as the candidate checks measure it."""
+    checks = CandidateChecks()
+    out: dict[tuple[str, int], float | None] = {}
+    for row in rows:
+        assert row.lesion_mask is not None and row.liver_mask is not None
+        ct, liver = read_image(row.image), read_image(row.liver_mask)
+        labels = read_image(row.lesion_mask).array.astype(np.int32)
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            if box is not None:
+                measures = measure_candidate(labels, index, box, ct.array, liver.array,
+                                             ct.spacing, checks)
+                out[(row.case_id, index)] = measures.contrast_hu
+    return out
+
+
+def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
+              *, suffix: str = "") -> dict[str, Any]:
+    """The real-CT issue's table from per-lesion rows (`suffix` "_without_checks" reads the
+    figures without the candidate checks)."""
+    def found(rows: list[dict[str, Any]]) -> str:
+        return f"{sum(r['detected' + suffix] for r in rows)} / {len(rows)}"
+
+    def mean_dice(rows: list[dict[str, Any]]) -> float | None:
+        return round(float(np.mean([r["dice" + suffix] for r in rows])), 3) if rows else None
+
+    hypodense = [r for r in lesions if (r["contrast_hu"] or 0.0) >= 10.0]
+    small = [r for r in lesions if r["diameter_mm"] < 20.0]
+    return {"found": found(lesions), "hypodense_found": found(hypodense),
+            "small_found": found(small), "dice_mean": mean_dice(lesions),
+            "dice_mean_hypodense": mean_dice(hypodense), "false_positives": false_positives,
+            "cases": cases}
+
+
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:
     """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
     or evaluation-plain); the per-case figures."""
@@ -112,16 +162,29 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
     trained = load_model(args.model, expected_task="lesion").record
+    lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
+    contrasts = lesion_contrasts(rows)
+    for lesion in lesions:
+        contrast = contrasts[(lesion["case_id"], lesion["lesion_id"])]
+        lesion["contrast_hu"] = None if contrast is None else round(contrast, 1)
     result = {"model": str(args.model), "held_out": args.cases,
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),
               "with_checks": score(args.model, rows, args.out, checks=True),
               "without_checks": score(args.model, rows, args.out, checks=False),
-              "lesions": lesions_both_ways(args.out / "evaluation-checks",
-                                          args.out / "evaluation-plain")}
+              "lesions": lesions}
+    result["breakdown"] = {
+        "with_checks": breakdown(lesions, _false_positives(result["with_checks"]), len(rows)),
+        "without_checks": breakdown(lesions, _false_positives(result["without_checks"]),
+                                    len(rows), suffix="_without_checks")}
     print(json.dumps(result, indent=2))
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _false_positives(per_case: dict[str, dict[str, Any]]) -> int:
+    """All false positives of `score`'s per-case figures (one CT per held-out case)."""
+    return round(sum(float(c["false_positives_per_case"]) for c in per_case.values()))
 
 
 if __name__ == "__main__":

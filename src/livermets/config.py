@@ -78,6 +78,14 @@ class TrainConfig:
     rotate_degrees: float = 10.0
     scale_range: float = 0.1
     intensity_jitter: float = 0.1
+    #: Gaussian noise added to each training image, SD drawn uniformly from [0, noise_std]
+    #: (network input units: liver SDs for the lesion task), so the network meets real CT's
+    #: contrast-to-noise; 0: none (the paper's). Not a paper setting.
+    noise_std: float = 0.0
+    #: Gaussian blur of each training image, sigma drawn uniformly from [0, blur_sigma_px]
+    #: (network pixels), applied before the noise: softer lesion margins and coarser scanners;
+    #: 0: none. Not a paper setting.
+    blur_sigma_px: float = 0.0
     seed: int = 0
     precision: Precision = "auto"
     channels_last: bool = True
@@ -100,6 +108,8 @@ class TrainConfig:
              "grad_clip_norm must be >= 0 or null"),
             (self.crop_margin_mm is None or self.crop_margin_mm >= 0,
              "crop_margin_mm must be >= 0 or null"),
+            (self.noise_std >= 0, "noise_std must be >= 0"),
+            (0 <= self.blur_sigma_px <= 4, "blur_sigma_px must be in [0, 4]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -128,6 +128,34 @@ def test_augment_keeps_targets_binary_and_aligned() -> None:
     torch.testing.assert_close(out_image, torch.flip(image, dims=[-1]))
 
 
+def test_gaussian_blur_matches_scipy_per_image() -> None:
+    from scipy import ndimage
+
+    from livermets.train.data import gaussian_blur
+
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 1, 20, 24))).float()
+    blurred = gaussian_blur(images, torch.tensor([1.0, 0.0]))
+    # scipy's kernel for sigma 1, truncated at 3 sigma (radius 3), edges replicated.
+    expected = ndimage.gaussian_filter(images[0, 0].numpy(), sigma=1.0, truncate=3.0,
+                                       mode="nearest")
+    np.testing.assert_allclose(blurred[0, 0].numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(blurred[1], images[1])  # sigma 0: unchanged
+
+
+def test_noise_augmentation_has_the_drawn_spread_and_leaves_targets() -> None:
+    images = torch.zeros(400, 1, 64, 64)
+    targets = torch.zeros(400, 1, 64, 64)
+    targets[:, :, 20:30, 20:30] = 1
+    config = make_train_config({"intensity_jitter": 0.0, "flip_probability": 0.0,
+                                "rotate_degrees": 0.0, "scale_range": 0.0, "noise_std": 0.6})
+    out, out_targets = augment(images, targets, config, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out_targets, targets)
+    sds = out.flatten(1).std(dim=1)
+    # Each image's SD is drawn uniformly in [0, 0.6]: mean 0.3, all within the range.
+    assert float(sds.max()) <= 0.6 * 1.02 and abs(float(sds.mean()) - 0.3) < 0.03
+    assert abs(float(out.mean())) < 0.01
+
+
 def test_learning_rate_halves_after_5_bad_epochs_and_training_stops_after_10() -> None:
     from livermets.train.records import EpochRecord
     from livermets.train.trainer import TrainingState, make_optimizer

@@ -183,11 +183,14 @@ def _draw(pool: torch.Tensor, count: int, slices: SliceSet, generator: torch.Gen
 
 def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, rotations, scaling and intensity jitter of a batch (B, 1, S, S).
+    """Random flips, rotations, scaling, intensity jitter, blur and noise of a batch
+    (B, 1, S, S).
 
     Images are resampled bilinearly (edges replicated), targets by nearest neighbour only, so
     they stay binary. Rotation within +/- `rotate_degrees`, scale within 1 +/- `scale_range`,
-    intensity x(1 + a) + b with a, b within +/- `intensity_jitter` (normalised units).
+    intensity x(1 + a) + b with a, b within +/- `intensity_jitter` (normalised units), then a
+    Gaussian blur of sigma within [0, `blur_sigma_px`] pixels and Gaussian noise of SD within
+    [0, `noise_std`] (normalised units), each drawn per image. Targets are not blurred.
     """
     batch = images.shape[0]
 
@@ -207,4 +210,27 @@ def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
                             align_corners=False)
     gain = 1 + uniform(-1, 1) * config.intensity_jitter
     shift = uniform(-1, 1) * config.intensity_jitter
-    return images * gain.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1), targets
+    images = images * gain.view(-1, 1, 1, 1) + shift.view(-1, 1, 1, 1)
+    if config.blur_sigma_px > 0:
+        images = gaussian_blur(images, uniform(0, 1) * config.blur_sigma_px)
+    if config.noise_std > 0:
+        sd = uniform(0, 1) * config.noise_std
+        noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+        images = images + noise * sd.view(-1, 1, 1, 1).to(images.dtype)
+    return images, targets
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Each image of (B, 1, H, W) blurred by a separable Gaussian of its own sigma (B,), in
+    pixels (0: unchanged), truncated at 3 sigma, edges replicated; the mean is kept."""
+    batch = images.shape[0]
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    safe = sigmas.clamp_min(1e-3).view(-1, 1)
+    kernels = torch.exp(-0.5 * (offsets.view(1, -1) / safe) ** 2)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).to(images.dtype)  # (B, K)
+    stacked = images.reshape(1, batch, *images.shape[2:])  # one group per image
+    padded = F.pad(stacked, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernels.view(batch, 1, 1, -1), groups=batch)
+    both = F.conv2d(rows, kernels.view(batch, 1, -1, 1), groups=batch)
+    return both.reshape(images.shape)
