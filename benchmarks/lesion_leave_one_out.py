@@ -162,6 +162,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
     trained = load_model(args.model, expected_task="lesion").record
+    with_checks = score(args.model, rows, args.out, checks=True)
+    without_checks = score(args.model, rows, args.out, checks=False)
     lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
     contrasts = lesion_contrasts(rows)
     for lesion in lesions:
@@ -171,8 +173,7 @@ def main() -> None:
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),
-              "with_checks": score(args.model, rows, args.out, checks=True),
-              "without_checks": score(args.model, rows, args.out, checks=False),
+              "with_checks": with_checks, "without_checks": without_checks,
               "lesions": lesions}
     result["breakdown"] = {
         "with_checks": breakdown(lesions, _false_positives(result["with_checks"]), len(rows)),

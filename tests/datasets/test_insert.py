@@ -80,6 +80,33 @@ def test_patchy_lesions_keep_their_mean_level_and_add_the_asked_spread() -> None
         assert 14.0 < float(new.array[core].std()) < 22.0
 
 
+def test_a_drawn_wide_margin_fades_like_a_blurred_edge_and_is_not_cut() -> None:
+    """Edge sigma drawn in [3, 3] mm on a flat 100 HU liver without noise: outside the lesion
+    the darkening of a 40 HU lesion follows 40 * (1 - Phi(d / 3 mm)) for a flat edge (a
+    sphere's curvature makes it somewhat less), and it is not cut off at the lesion's box."""
+    hu = np.full((60, 120, 120), 100.0)
+    liver = np.ones(hu.shape, np.uint8)
+    ct = Volume.from_array(hu.astype(np.int16), spacing=SPACING)
+    settings = InsertSettings(lesions=(1, 1), contrast_hu=(40.0, 40.0), rim_share=0.0,
+                              edge_sigma_mm=3.0, edge_sigma_max_mm=3.0, real_shape_share=1.0)
+    # A 24 mm ball from the shape bank, whose boxes have a margin of only 2 voxels.
+    z, y, x = np.ogrid[-6:7, -15:16, -15:16]
+    ball = (z * SPACING[0]) ** 2 + (y * SPACING[1]) ** 2 + (x * SPACING[2]) ** 2 <= 12.0**2
+    bank = shape_bank([Volume.from_array(ball.astype(np.uint8), spacing=SPACING)], SPACING)
+    new, labels = insert_lesions(ct, ct.with_array(liver), np.random.default_rng(2), settings,
+                                 shapes=bank)
+    darkening = 100.0 - new.array.astype(np.float64)
+    distance = ndimage.distance_transform_edt(labels == 0, sampling=SPACING)
+    def shell(low: float, high: float) -> float:
+        return float(darkening[(distance > low) & (distance <= high)].mean())
+    # Flat-edge values 40 * (1 - Phi(d / 3)) at d = 3 and 5 mm: 6.3 and 1.9 HU; the ball's
+    # curvature lowers them. Cut at the shape's box (2 voxels), they fall to 4.9 and 1.1.
+    assert 5.0 < shell(2.0, 4.0) < 7.0
+    assert 1.3 < shell(4.0, 6.0) < 2.2
+    assert 0.0 <= shell(9.0, 12.0) < 0.3
+    assert darkening.min() > -0.6  # nothing brightened
+
+
 def test_a_liver_too_small_gets_no_lesion() -> None:
     ct, liver, _ = _phantom()
     tiny = np.zeros(liver.shape, np.uint8)

@@ -58,6 +58,9 @@ class InsertSettings:
     texture_mm: float = 3.0
     #: Width of the partial-volume edge: Gaussian sigma (mm).
     edge_sigma_mm: float = 0.7
+    #: When set, each lesion's edge sigma is drawn uniformly from [edge_sigma_mm, this] (mm):
+    #: real metastases often have gradual margins of 1-4 mm. None: every edge edge_sigma_mm.
+    edge_sigma_max_mm: float | None = None
     #: Share of lesions taken from `shapes` (real shapes) when a bank is given.
     real_shape_share: float = 0.5
     #: Gap kept between lesions (mm).
@@ -121,15 +124,31 @@ def insert_lesions(ct: Volume, liver: Volume, rng: np.random.Generator,
         rim = float(rng.uniform(*settings.rim_hu)) if rng.random() < settings.rim_share else 0.0
         # Drawn only when asked for, so the default draws the same lesions as before it existed.
         sd_hu = float(rng.uniform(*settings.texture_hu)) if max(settings.texture_hu) > 0 else 0.0
-        patches = _texture(rng, lesion, spacing, settings.texture_mm, sd_hu)
-        region_hu[box] = _look(region_hu[box], lesion, spacing, settings.edge_sigma_mm,
-                               level + patches, rim)
+        edge_mm = (settings.edge_sigma_mm if settings.edge_sigma_max_mm is None
+                   else float(rng.uniform(settings.edge_sigma_mm, settings.edge_sigma_max_mm)))
+        # Painted on the box grown by 3 edge sigmas, so a wide margin is not cut at the box.
+        painted_box, painted = _grown(box, lesion, np.ceil(3 * edge_mm / np.asarray(spacing))
+                                      .astype(int), inside.shape)
+        patches = _texture(rng, painted, spacing, settings.texture_mm, sd_hu)
+        region_hu[painted_box] = _look(region_hu[painted_box], painted, spacing, edge_mm,
+                                       level + patches, rim)
         region_labels[box][lesion & inside[box]] = next_label
         occupied[box] |= ndimage.binary_dilation(lesion, structure=gap)
         next_label += 1
     low, high = np.iinfo(np.int16).min, np.iinfo(np.int16).max
     out = np.clip(np.rint(hu), low, high).astype(np.int16)
     return ct.with_array(out), labels
+
+
+def _grown(box: tuple[slice, ...], lesion: Mask, margin: npt.NDArray[np.integer],
+           shape: tuple[int, ...]) -> tuple[tuple[slice, ...], Mask]:
+    """`box` grown by `margin` voxels per axis (clipped to `shape`) and `lesion` placed in it."""
+    grown = tuple(slice(max(0, s.start - int(m)), min(n, s.stop + int(m)))
+                  for s, m, n in zip(box, margin, shape, strict=True))
+    out = np.zeros(tuple(g.stop - g.start for g in grown), bool)
+    out[tuple(slice(s.start - g.start, s.stop - g.start)
+              for s, g in zip(box, grown, strict=True))] = lesion
+    return grown, out
 
 
 def _draw_shape(rng: np.random.Generator, settings: InsertSettings, spacing: Spacing,
