@@ -50,7 +50,7 @@ import numpy as np
 from livermets.config import make_train_config, parse_assignments
 from livermets.datasets.insert import InsertSettings, insert_lesions, shape_bank
 from livermets.datasets.ircadb import import_ircadb
-from livermets.datasets.public import crlm_atlas, totalsegmentator_example
+from livermets.datasets.public import crlm_atlas, lits_crop, totalsegmentator_example
 from livermets.datasets.synth import GENERATOR_VERSION, generate_cohort
 from livermets.io import read_image, write_image
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
@@ -82,6 +82,9 @@ SOURCES = {
     "crlm1100": "TCIA Colorectal-Liver-Metastases CRLM-CT-1100 atlas (Simpson et al., "
                 "doi:10.7937/QXK2-QG03), CC BY 4.0",
     "totalseg": "TotalSegmentator example CT (Wasserthal et al.), CC BY 4.0",
+    "lits117": "LiTS training volume 117 (Bilic et al. 2023), a crop around the liver as "
+               "shipped in the PyPI package liver-ct-segmentation-package 1.6.0, CC BY-NC-SA "
+               "4.0; lesion model only (the crop cuts the liver)",
     "lesion shapes": "3D-IRCADb-01 masks-only patients (lesion shapes only), CC BY-NC-ND 4.0",
 }
 
@@ -127,11 +130,14 @@ def recorded_insertion(data: Path) -> dict[str, Any]:
 
 def build_training_data(shared: Path, work: Path, *, patients: int, validation: int,
                         copies: int, seed: int, ircadb: tuple[str, ...] = ("3Dircadb1.17",),
-                        insertion: InsertSettings = INSERTION) -> Path:
+                        insertion: InsertSettings = INSERTION, with_lits: bool = False
+                        ) -> Path:
     """Write every training CT and mask under `work` and return the manifest's path.
 
     `ircadb`: the 3D-IRCADb-01 patients with a CT to train on (the others are held out);
-    `insertion`: how lesions are painted into the real CTs (kept in `work`/insertion.json).
+    `insertion`: how lesions are painted into the real CTs (kept in `work`/insertion.json);
+    `with_lits`: LiTS volume 117 (66 real metastasis-like lesions) and its inserted copies too,
+    for the lesion model only (`task_rows`).
     The old manifest and insertion.json go first, so a build that fails leaves neither."""
     for stale in (work / "train.csv", work / "insertion.json"):
         stale.unlink(missing_ok=True)
@@ -151,6 +157,10 @@ def build_training_data(shared: Path, work: Path, *, patients: int, validation: 
     example = shared / "fixtures" / "totalsegmentator"
     real.append(totalsegmentator_example(example / "example_ct.nii.gz",
                                          example / "example_seg.nii.gz", work / "totalseg"))
+    if with_lits:
+        lits = shared / "lits"
+        real.append(lits_crop(lits / "lits117_ct.nii.gz", lits / "lits117_seg.nii.gz",
+                              work / "lits117", split="training"))
     masks_only = import_ircadb(shared / "ircadb" / "masks-only", work / "masks-only",
                                overwrite=True)
     shape_maps = [read_image(case.lesion_mask) for case in masks_only.cases if case.lesion_mask]
@@ -184,7 +194,9 @@ def _inserted_copies(row: ManifestRow, out: Path, shape_maps: list[Any], copies:
     return made
 
 
-REAL_SOURCES = ("3Dircadb1.7", "3Dircadb1.17", "crlm1100", "totalseg")
+REAL_SOURCES = ("3Dircadb1.7", "3Dircadb1.17", "crlm1100", "totalseg", "lits117")
+#: Real sources the liver model never trains on: crops that cut the liver.
+LESION_ONLY_SOURCES = ("lits117",)
 
 
 def source_of(patient_id: str) -> str:
@@ -197,7 +209,8 @@ def task_rows(manifest: Path, work: Path, task: str, hold_out: tuple[str, ...]) 
     """The manifest one model trains on: without the held-out sources, and for the lesion
     model only the rows that have a lesion mask."""
     rows = [r for r in read_manifest(manifest) if source_of(r.patient_id) not in hold_out
-            and (task == "liver" or r.lesion_mask is not None)]
+            and (task == "liver" or r.lesion_mask is not None)
+            and not (task == "liver" and source_of(r.patient_id) in LESION_ONLY_SOURCES)]
     return write_manifest(rows, work / f"train_{task}.csv")
 
 
@@ -211,16 +224,28 @@ def install(run: Path, task: str, provenance: dict[str, Any]) -> Path:
 
 
 def provenance(args: argparse.Namespace, config: Any, result: Any, seconds: float,
-               insertion: dict[str, Any]) -> dict[str, Any]:
+               insertion: dict[str, Any], trained_on: set[str] | None = None
+               ) -> dict[str, Any]:
     """What a model's run record keeps of how it was trained: data sources and licences, the
-    held-out CTs, settings, the data's `insertion` settings, this command and the git commit."""
+    held-out CTs, settings, the data's `insertion` settings, this command and the git commit.
+    `trained_on`: the sources of the rows it trained on (`source_of`); None: the real sources
+    the arguments name."""
+    def used(source: str) -> bool:
+        if source in ("generated", "lesion shapes"):
+            return True
+        if trained_on is not None:
+            return source in trained_on
+        return source not in args.hold_out and source != "lits117" and (
+            not source.startswith("3Dircadb") or source in args.ircadb)
+
     return {
         "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "git_commit": git_commit(),
-        "sources": {k: v for k, v in SOURCES.items() if k not in args.hold_out
-                    and (not k.startswith("3Dircadb") or k in args.ircadb)},
+        "sources": {k: v for k, v in SOURCES.items() if used(k)},
         "held_out": [*(p for p in IRCADB_WITH_CT if p not in args.ircadb),
-                     *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006"],
+                     *args.hold_out, "CRLM-CT-1004", "CRLM-CT-1006",
+                     *([] if trained_on is None or "lits117" in trained_on
+                       or "lits117" in args.hold_out else ["lits117"])],
         "settings": config.to_dict(), "insertion": insertion,
         "generated_patients": args.patients, "copies": args.copies,
         "generator_version": GENERATOR_VERSION,
@@ -263,6 +288,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="Use the training data an earlier run built in this folder "
                              "(its train.csv; e.g. OTHER_WORK/data), read only.")
+    parser.add_argument("--with-lits", action="store_true",
+                        help="Data built in this run includes LiTS 117 and its inserted copies "
+                             "(lesion model only); hold it out with --hold-out lits117.")
     parser.add_argument("--install", action="store_true")
     parser.add_argument("--install-trained", action="store_true",
                         help="Train nothing: install the models trained earlier in WORK.")
@@ -279,8 +307,9 @@ def main() -> None:
         insertion = insertion_settings(parse_assignments(args.insert_set, "--insert-set"))
     except ValueError as error:
         parser.error(str(error))
-    if args.insert_set and (args.data is not None or args.reuse_data):
-        parser.error("--insert-set changes how data is built: drop --data/--reuse-data")
+    if (args.insert_set or args.with_lits) and (args.data is not None or args.reuse_data):
+        parser.error("--insert-set and --with-lits change how data is built: drop "
+                     "--data/--reuse-data")
     tic = time.perf_counter()
     if args.data is not None:
         manifest = args.data / "train.csv"
@@ -294,7 +323,8 @@ def main() -> None:
                                            patients=args.patients,
                                            validation=args.validation_patients,
                                            copies=args.copies, seed=args.seed,
-                                           ircadb=tuple(args.ircadb), insertion=insertion)
+                                           ircadb=tuple(args.ircadb), insertion=insertion,
+                                           with_lits=args.with_lits)
     logger.info("training data ready in %.0f s: %s", time.perf_counter() - tic, manifest)
     overrides = {"liver": parse_assignments(args.liver_set),
                  "lesion": parse_assignments(args.lesion_set)}
@@ -308,7 +338,9 @@ def main() -> None:
                     result.best_epoch, result.best_val_dice, seconds)
         (args.work / f"{task}_provenance.json").write_text(
             json.dumps(provenance(args, config, result, seconds,
-                                  recorded_insertion(manifest.parent)), indent=2))
+                                  recorded_insertion(manifest.parent),
+                                  {source_of(r.patient_id) for r in read_manifest(task_manifest)}),
+                       indent=2))
         (args.work / f"{task}_result.json").write_text(json.dumps(
             {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
              "seconds": round(seconds), "stop_reason": result.stop_reason}, indent=2))

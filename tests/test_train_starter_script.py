@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from livermets.io.manifest import read_manifest
 from tests.conftest import REPO_ROOT, repo_script
 
 SCRIPT = "scripts/train_starter_models.py"
@@ -55,3 +56,24 @@ def test_a_bad_insert_set_exits_2_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--insert-set bogus: not an insertion setting" in done.stderr.splitlines()[-1]
     assert not (tmp_path / "w").exists()  # nothing built
+
+
+def test_lits_trains_only_the_lesion_model_and_can_be_held_out(tmp_path: Path) -> None:
+    script = repo_script(SCRIPT)
+    patients = ["synth001", "lits117", "lits117-ins1", "crlm1100"]
+    lines = ["patient_id,center,timepoint,image,liver_mask,lesion_mask,split"]
+    for patient in patients:
+        for name in ("ct", "liver", "lesions"):
+            (tmp_path / f"{patient}_{name}.nii.gz").write_bytes(b"")
+        lines.append(f"{patient},X,baseline,{patient}_ct.nii.gz,{patient}_liver.nii.gz,"
+                     f"{patient}_lesions.nii.gz,training")
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+
+    def trained(task: str, hold_out: tuple[str, ...] = ()) -> list[str]:
+        rows = read_manifest(script.task_rows(manifest, tmp_path, task, hold_out))
+        return [r.patient_id for r in rows]
+
+    assert trained("liver") == ["synth001", "crlm1100"]
+    assert trained("lesion") == patients
+    assert trained("lesion", ("lits117",)) == ["synth001", "crlm1100"]
