@@ -109,13 +109,12 @@ def main() -> None:
             if key == "liver_noise_hu":
                 return [c[key] for c in cases]
             return [v for c in cases for v in c[key]]
-        low = min(min(values(training), default=0), min(values(real), default=0))
-        high = max(max(values(training), default=1), max(values(real), default=1))
-        bins = np.linspace(low, high, 30)
-        ax.hist(values(training), bins=bins, alpha=0.6, density=True,
-                label=f"training ({len(values(training))})")
-        ax.hist(values(real), bins=bins, alpha=0.6, density=True,
-                label=f"real, ../shared/data ({len(values(real))})")
+        low, high = (0.0, 30.0) if key == "liver_noise_hu" else (-40.0, 100.0)
+        bins = np.linspace(low, high, 36)
+        for cases, name in ((training, "training"), (real, "real, ../shared/data")):
+            shown = np.clip(values(cases), low, high)  # outliers in the end bins
+            ax.hist(shown, bins=bins, alpha=0.6, density=True,
+                    label=f"{name} ({len(shown)})")
         ax.set_xlabel(label)
         ax.legend(fontsize=8)
     axes[0].axvspan(8, 16, color="grey", alpha=0.15)

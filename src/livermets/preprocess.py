@@ -27,8 +27,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from livermets.boxes import grown_box
 from livermets.errors import InputError
-from livermets.infer.boxes import grown_box
 from livermets.types import Spacing
 
 NETWORK_SIZE = 256

@@ -44,8 +44,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from livermets.boxes import grow_box
 from livermets.errors import InputError
-from livermets.infer.boxes import grow_box
 from livermets.labels import smallest_label_dtype
 from livermets.types import Spacing
 

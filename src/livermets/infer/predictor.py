@@ -35,8 +35,8 @@ import numpy.typing as npt
 import torch
 from scipy import ndimage
 
+from livermets.boxes import grown_box
 from livermets.errors import InputError
-from livermets.infer.boxes import grown_box
 from livermets.infer.candidates import CandidateChecks, CandidateMeasures, check_candidates
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities

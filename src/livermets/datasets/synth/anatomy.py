@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livermets.datasets.synth.fissures import LiverFat
+from livermets.datasets.synth.fissures import (
+    LiverFat,
+    _FatSheet,
+    _FatShell,
+    _FatSleeve,
+    _PeriportalCuff,
+)
 from livermets.datasets.synth.geometry import (
     Array,
     Vec3,
@@ -246,3 +252,51 @@ def _draw_kidney(rng: np.random.Generator, side: int, s: float) -> _Kidney:
     sinus = _Ellipsoid(sinus_centre, (semi[0] * 0.35, semi[1] * 0.3, semi[2] * 0.4), axes)
     pelvis = _Ellipsoid(sinus_centre, (semi[0] * 0.2, semi[1] * 0.15, semi[2] * 0.18), axes)
     return _Kidney(shell, sinus, pelvis, cortex_mm=6.0)
+
+
+#: Portal branches at least this wide (radius, mm) get a cuff: the first two generations.
+CUFF_MIN_RADIUS_MM = 3.0
+
+
+def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverFat, ...]:
+    """This patient's fissures, hilar fat and gallbladder-fossa fat, placed from the (fitted)
+    lobes: some patients have wide fat-filled fissures, others nearly closed ones."""
+    s = anatomy.scale
+    medial, left = anatomy.liver.lobes[2].centre, anatomy.liver.lobes[3].centre
+    out: list[LiverFat] = []
+    if rng.random() < 0.85:  # umbilical fissure: sagittal, from the anterior-inferior edge
+        x = 0.5 * (medial[0] + left[0]) + rng.normal(0.0, 4.0)
+        centre = (x, -62.0 * s + rng.normal(0.0, 5.0), -72.0 * s + rng.normal(0.0, 6.0))
+        axes = _rotation(rng.normal(0.0, 10.0), rng.normal(0.0, 25.0))
+        depth = float(rng.uniform(25.0, 45.0)) * s
+        out.append(_FatSheet(_Ellipsoid(centre, (4.0, depth, depth * rng.uniform(0.7, 1.1)),
+                                        axes), float(rng.uniform(1.5, 7.0))))
+        if rng.random() < 0.8:  # the ligamentum teres runs in it towards the left portal vein
+            cord = float(rng.uniform(2.0, 3.5))
+            a = (x, centre[1] - 0.5 * depth, centre[2] - 10.0 * s)
+            b = (x + rng.normal(0.0, 3.0), centre[1] + 0.6 * depth, centre[2] + 8.0 * s)
+            out.append(_FatSleeve(_Tube(_vec3(a), _vec3(b), cord + float(rng.uniform(1.5, 4.0))),
+                                  cord))
+    if rng.random() < 0.8:  # fissure of the ligamentum venosum: caudate vs left lateral lobe
+        centre = (0.6 * medial[0] + 0.4 * left[0] + rng.normal(0.0, 4.0),
+                  -10.0 * s + rng.normal(0.0, 4.0), -48.0 * s + rng.normal(0.0, 6.0))
+        axes = _rotation(90.0 + rng.normal(0.0, 25.0), rng.normal(0.0, 25.0))  # normal ~ y
+        length = float(rng.uniform(22.0, 38.0)) * s
+        out.append(_FatSheet(_Ellipsoid(_vec3(centre), (4.0, length, length * 0.8), axes),
+                             float(rng.uniform(1.5, 5.0))))
+    hilum = np.asarray(anatomy.portal_outside[-1].b)
+    radius = anatomy.portal_outside[-1].radius + float(rng.uniform(1.5, 6.0))
+    for target in ((-80.0, 10.0, -80.0), (20.0, -35.0, -50.0)):  # right and left portal veins
+        direction = np.asarray(target) * s - hilum
+        reach = float(rng.uniform(15.0, 30.0)) * s
+        end = hilum + direction / np.linalg.norm(direction) * reach
+        out.append(_FatSleeve(_Tube(_vec3(hilum), _vec3(end), radius * rng.uniform(0.7, 1.0))))
+    if rng.random() < 0.5:
+        out.append(_FatShell(anatomy.gallbladder, float(rng.uniform(1.0, 4.0))))
+    if rng.random() < 0.6:  # a visible periportal cuff (thickness and contrast per patient)
+        margin, darker = float(rng.uniform(1.5, 4.5)), float(rng.uniform(25.0, 60.0))
+        for tube, kind in anatomy.vessels:
+            if kind == Tissue.LIVER_PORTAL and tube.radius >= CUFF_MIN_RADIUS_MM:
+                outer = tube.radius + margin * float(rng.uniform(0.6, 1.0))
+                out.append(_PeriportalCuff(_Tube(tube.a, tube.b, outer), darker_hu=darker))
+    return tuple(out)

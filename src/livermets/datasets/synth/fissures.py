@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -29,14 +28,10 @@ from livermets.datasets.synth.geometry import (
     _Ellipsoid,
     _f32,
     _Grid,
-    _rotation,
     _Tube,
     _vec3,
 )
 from livermets.datasets.synth.protocols import Tissue
-
-if TYPE_CHECKING:
-    from livermets.datasets.synth.anatomy import _Anatomy
 
 #: HU of the ligamentum teres (a fibrous cord: soft tissue, unenhanced).
 LIGAMENT_HU = 45.0
@@ -122,54 +117,6 @@ class _PeriportalCuff(_FatSleeve):
 
 
 LiverFat = _FatSheet | _FatSleeve | _FatShell | _PeriportalCuff
-
-#: Portal branches at least this wide (radius, mm) get a cuff: the first two generations.
-CUFF_MIN_RADIUS_MM = 3.0
-
-
-def _draw_liver_fat(rng: np.random.Generator, anatomy: _Anatomy) -> tuple[LiverFat, ...]:
-    """This patient's fissures, hilar fat and gallbladder-fossa fat, placed from the (fitted)
-    lobes: some patients have wide fat-filled fissures, others nearly closed ones."""
-    s = anatomy.scale
-    medial, left = anatomy.liver.lobes[2].centre, anatomy.liver.lobes[3].centre
-    out: list[LiverFat] = []
-    if rng.random() < 0.85:  # umbilical fissure: sagittal, from the anterior-inferior edge
-        x = 0.5 * (medial[0] + left[0]) + rng.normal(0.0, 4.0)
-        centre = (x, -62.0 * s + rng.normal(0.0, 5.0), -72.0 * s + rng.normal(0.0, 6.0))
-        axes = _rotation(rng.normal(0.0, 10.0), rng.normal(0.0, 25.0))
-        depth = float(rng.uniform(25.0, 45.0)) * s
-        out.append(_FatSheet(_Ellipsoid(centre, (4.0, depth, depth * rng.uniform(0.7, 1.1)),
-                                        axes), float(rng.uniform(1.5, 7.0))))
-        if rng.random() < 0.8:  # the ligamentum teres runs in it towards the left portal vein
-            cord = float(rng.uniform(2.0, 3.5))
-            a = (x, centre[1] - 0.5 * depth, centre[2] - 10.0 * s)
-            b = (x + rng.normal(0.0, 3.0), centre[1] + 0.6 * depth, centre[2] + 8.0 * s)
-            out.append(_FatSleeve(_Tube(_vec3(a), _vec3(b), cord + float(rng.uniform(1.5, 4.0))),
-                                  cord))
-    if rng.random() < 0.8:  # fissure of the ligamentum venosum: caudate vs left lateral lobe
-        centre = (0.6 * medial[0] + 0.4 * left[0] + rng.normal(0.0, 4.0),
-                  -10.0 * s + rng.normal(0.0, 4.0), -48.0 * s + rng.normal(0.0, 6.0))
-        axes = _rotation(90.0 + rng.normal(0.0, 25.0), rng.normal(0.0, 25.0))  # normal ~ y
-        length = float(rng.uniform(22.0, 38.0)) * s
-        out.append(_FatSheet(_Ellipsoid(_vec3(centre), (4.0, length, length * 0.8), axes),
-                             float(rng.uniform(1.5, 5.0))))
-    hilum = np.asarray(anatomy.portal_outside[-1].b)
-    radius = anatomy.portal_outside[-1].radius + float(rng.uniform(1.5, 6.0))
-    for target in ((-80.0, 10.0, -80.0), (20.0, -35.0, -50.0)):  # right and left portal veins
-        direction = np.asarray(target) * s - hilum
-        reach = float(rng.uniform(15.0, 30.0)) * s
-        end = hilum + direction / np.linalg.norm(direction) * reach
-        out.append(_FatSleeve(_Tube(_vec3(hilum), _vec3(end), radius * rng.uniform(0.7, 1.0))))
-    if rng.random() < 0.5:
-        out.append(_FatShell(anatomy.gallbladder, float(rng.uniform(1.0, 4.0))))
-    if rng.random() < 0.6:  # a visible periportal cuff (thickness and contrast per patient)
-        margin, darker = float(rng.uniform(1.5, 4.5)), float(rng.uniform(25.0, 60.0))
-        for tube, kind in anatomy.vessels:
-            if kind == Tissue.LIVER_PORTAL and tube.radius >= CUFF_MIN_RADIUS_MM:
-                outer = tube.radius + margin * float(rng.uniform(0.6, 1.0))
-                out.append(_PeriportalCuff(_Tube(tube.a, tube.b, outer), darker_hu=darker))
-    return tuple(out)
-
 
 def add_liver_fat(hu: Array, tissue: npt.NDArray[np.uint8], grid: _Grid,
                   structures: Sequence[LiverFat], fat_hu: float, liver_hu: float) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from livermets.datasets.synth.anatomy import _Anatomy, _draw_anatomy
-from livermets.datasets.synth.fissures import _draw_liver_fat
+from livermets.datasets.synth.anatomy import _Anatomy, _draw_anatomy, _draw_liver_fat
 from livermets.datasets.synth.geometry import Pose, _vec3
 from livermets.datasets.synth.lesions import _Lesion, _plan_lesions, _scenario
 from livermets.datasets.synth.liver import _fit_liver_volume, _grow_vessels, _LiverMap

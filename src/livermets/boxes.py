@@ -1,7 +1,8 @@
 """Bounding boxes (tuples of z, y, x slices) grown by a distance in mm, clipped to the volume.
 
-Inference works on boxes around the liver or around one candidate instead of whole CTs; these
-are the one place where a box is grown by a radius in mm on a grid of a given spacing.
+Preprocessing and inference work on boxes around the liver or around one candidate instead of
+whole CTs; these are the one place where a box is grown by a radius in mm on a grid of a given
+spacing. A base module (like `labels` and `measure`): `preprocess` and `infer` both use it.
 """
 
 from __future__ import annotations
