@@ -149,3 +149,14 @@ def test_liver_plane_box_by_hand() -> None:
         liver_plane_box(np.zeros((2, 4, 4)), (1.0, 1.0, 1.0), 5.0)
     with pytest.raises(InputError, match=">= 0 mm"):
         liver_plane_box(mask, (1.0, 1.0, 1.0), -1.0)
+
+
+def test_context_steps_and_indices_by_hand() -> None:
+    from livermets.preprocess import context_indices, context_steps
+
+    assert context_steps(None, 2.0) == 0
+    assert (context_steps(5.0, 2.5), context_steps(5.0, 1.6), context_steps(5.0, 5.0),
+            context_steps(1.0, 5.0)) == (2, 3, 1, 1)  # 5/1.6 = 3.1; at least one slice
+    np.testing.assert_array_equal(context_indices(np.array([0, 1, 5, 9]), 2, 10),
+                                  [[0, 0, 2], [0, 1, 3], [3, 5, 7], [7, 9, 9]])
+    np.testing.assert_array_equal(context_indices(np.array([4, 6]), 0, 10), [[4], [6]])

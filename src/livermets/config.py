@@ -69,6 +69,10 @@ class TrainConfig:
     #: it the liver's in-plane bounding box grown by that margin, so a 10 mm lesion covers
     #: about twice as many network pixels. Not a paper setting.
     crop_margin_mm: float | None = None
+    #: Lesion task, `unet`: None feeds one slice (the paper); a distance in mm feeds the
+    #: slices that far above and below as two more channels (rounded to whole slices, at
+    #: least one), 2.5D context that tells vessels from lesions. Not a paper setting.
+    context_mm: float | None = None
     #: Patients held out for validation when the manifest marks none (split `validation`).
     val_fraction: float = 0.2
     augment: bool = True
@@ -109,6 +113,9 @@ class TrainConfig:
             (self.crop_margin_mm is None or self.crop_margin_mm >= 0,
              "crop_margin_mm must be >= 0 or null"),
             (self.noise_std >= 0, "noise_std must be >= 0"),
+            (self.context_mm is None or self.context_mm > 0, "context_mm must be > 0 or null"),
+            (self.context_mm is None or (self.task == "lesion" and self.arch == "unet"),
+             "context_mm goes with the lesion task and the unet architecture"),
             (0 <= self.blur_sigma_px <= 4, "blur_sigma_px must be in [0, 4]"),
         ]
         for ok, message in checks:
@@ -139,7 +146,11 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `livermets.models.create_model(self.arch, ...)`."""
         if self.arch == "unet":
-            return {"base_width": self.base_width, "batch_norm": self.batch_norm}
+            options: dict[str, Any] = {"base_width": self.base_width,
+                                       "batch_norm": self.batch_norm}
+            if self.context_mm is not None:
+                options["in_channels"] = 3
+            return options
         return {"encoder_weights": self.encoder_weights}
 
     def to_dict(self) -> dict[str, Any]:

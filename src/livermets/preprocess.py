@@ -12,6 +12,9 @@
 - Crop to the liver's z-range plus a margin in mm, for the lesion model; optionally also
   in-plane to the liver's bounding box plus a margin (`liver_plane_box`), so that small
   lesions cover more network pixels than on the whole slice (not the paper's choice).
+- Optional 2.5D input for the lesion model (not the paper's): each slice with its neighbours
+  `context_mm` above and below as three channels (`context_steps`, `context_indices`), so
+  the network can tell a vessel, which continues through the slices, from a lesion.
 
 Arrays are numpy (z, y, x); float work is float32 (no float64 copies of whole volumes).
 """
@@ -201,3 +204,23 @@ def liver_plane_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
     footprint = np.any(liver_mask > 0, axis=0)[np.newaxis]
     _, rows, columns = grown_box(footprint, spacing, margin_mm)
     return rows, columns
+
+
+def context_steps(context_mm: float | None, slice_spacing_mm: float) -> int:
+    """Slices between a lesion model's centre slice and each neighbour it sees (2.5D input):
+    `context_mm` (the model's setting) in whole slices of `slice_spacing_mm`, at least 1;
+    0 when the model sees one slice (`context_mm` None, the paper)."""
+    if context_mm is None:
+        return 0
+    return max(1, round(context_mm / slice_spacing_mm))
+
+
+def context_indices(centres: npt.NDArray[np.integer], steps: int,
+                    depth: int) -> npt.NDArray[np.intp]:
+    """(n, 3) slice indices [z - steps, z, z + steps] of each centre z, clipped to [0, depth)
+    (the first and last slices repeat at the volume's ends); (n, 1) [z] when `steps` is 0."""
+    z = np.asarray(centres, dtype=np.intp)[:, np.newaxis]
+    if steps == 0:
+        return z
+    offsets = np.array([-steps, 0, steps], dtype=np.intp)
+    return np.clip(z + offsets, 0, depth - 1)

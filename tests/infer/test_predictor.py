@@ -12,20 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from livermets.errors import InputError
 from livermets.infer.predictor import (
     LESION_COLUMNS,
     Predictor,
     PredictSettings,
-    check_ct,
     grown_box,
     lesion_table,
     near_mask,
     quantise_probability,
 )
+from livermets.io.image import check_ct
 from livermets.io.volume import Volume
 from livermets.measure import measure_lesions
+from livermets.models.saved import SavedModel
 from tests.infer.rule_models import lesion_rule, liver_rule
 
 SPACING = (2.0, 1.5, 1.5)  # z, y, x mm: the liver block is 86 mL
@@ -214,7 +216,9 @@ def test_bad_input_is_one_clear_error() -> None:
     predictor = Predictor(lesion_rule(64))
     mr_like = phantom.ct.with_array(np.abs(phantom.ct.array.astype(np.int32)) + 5)
     with pytest.raises(InputError, match="air near -1000"):
-        check_ct(mr_like)
+        check_ct(mr_like, "the CT")
+    with pytest.raises(InputError, match="air near -1000"):
+        predictor.predict(mr_like, phantom.liver)
     other_grid = Volume.from_array(phantom.liver.array, spacing=(2.0, 1.0, 1.5))
     with pytest.raises(InputError, match="not on the CT's grid"):
         predictor.predict(phantom.ct, other_grid)
@@ -301,3 +305,39 @@ def test_a_zoomed_second_pass_finds_the_small_lesion_and_only_raises_probabiliti
     assert zoomed.probability.array[lesion].min() > 0.5 > whole.probability.array.max()
     with pytest.raises(InputError, match="zoom margin"):
         PredictSettings(zoom_margin_mm=-1.0)
+
+
+def _context_rule(image_size: int, weights: tuple[float, float, float]) -> SavedModel:
+    """A 2.5D lesion rule: logit = 10 * (-2.5 - sum_c weights[c] * z_c) over the channels
+    (slice below, the slice, slice above), with `context_mm` 4 (2 slices of 2 mm)."""
+    from tests.infer.rule_models import PixelRule
+
+    rule = PixelRule(-10.0, -25.0)
+    rule.conv = torch.nn.Conv2d(3, 1, kernel_size=1)
+    with torch.no_grad():
+        rule.conv.weight.copy_(torch.tensor(weights).view(1, 3, 1, 1) * -10.0)
+        rule.conv.bias.fill_(-25.0)
+    single = lesion_rule(image_size)
+    return SavedModel(model=rule.eval(), arch="unet", options={"in_channels": 3},
+                      task="lesion", record={},
+                      preprocessing={**single.preprocessing, "context_mm": 4.0})
+
+
+def test_a_2_5d_model_sees_the_slices_context_mm_away() -> None:
+    """Only the centre channel weighted: the same probabilities as the one-slice rule. Only
+    the slice below (z - 2) weighted: each slice's probability is the one-slice rule's of the
+    slice 2 below it (the first two repeat slice 0, clipped at the volume's end)."""
+    phantom = make_phantom()
+    settings = PredictSettings(precision="fp32", candidate_checks=None)
+    single = Predictor(lesion_rule(64), settings=settings).predict(phantom.ct, phantom.liver)
+    centre = Predictor(_context_rule(64, (0.0, 1.0, 0.0)), settings=settings).predict(
+        phantom.ct, phantom.liver)
+    assert single.probability is not None and centre.probability is not None
+    np.testing.assert_allclose(centre.probability.array, single.probability.array, atol=1e-6)
+    np.testing.assert_array_equal(centre.lesions.array, single.lesions.array)
+    below = Predictor(_context_rule(64, (1.0, 0.0, 0.0)), settings=settings).predict(
+        phantom.ct, phantom.liver)
+    assert below.probability is not None
+    start, stop = single.z_range
+    np.testing.assert_allclose(below.probability.array[start + 2 : stop],
+                               single.probability.array[start : stop - 2], atol=1e-6)

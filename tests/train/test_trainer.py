@@ -197,3 +197,24 @@ def test_existing_run_needs_resume_or_overwrite_and_resume_checks_settings(
     assert _history_rows(run) == 2
     assert _invoke(*base, "--epochs", "1", "--overwrite")[0] == 0
     assert _history_rows(run) == 1
+
+
+@pytest.mark.slow
+def test_a_2_5d_lesion_model_trains_records_its_context_and_predicts(
+        lesion_manifest: Path, tmp_path: Path) -> None:
+    """`context_mm`: 3-channel input (the slices that far above and below), recorded in the
+    model file, and `predict` feeds the same stacks: the model runs end to end."""
+    from livermets.infer.predictor import Predictor, PredictSettings
+    from livermets.io import read_image
+    from livermets.io.manifest import read_manifest
+
+    config = make_train_config({"task": "lesion", "epochs": 2, "image_size": 64,
+                                "base_width": 8, "batch_size": 8, "context_mm": 5.0,
+                                "slices_per_epoch": 64})
+    result = train(lesion_manifest, tmp_path / "run", config)
+    saved = load_model(result.model_path, expected_task="lesion")
+    assert saved.options["in_channels"] == 3 and saved.preprocessing["context_mm"] == 5.0
+    row = read_manifest(lesion_manifest)[0]
+    ct, liver = read_image(row.image), read_image(row.liver_mask)  # type: ignore[arg-type]
+    prediction = Predictor(saved, settings=PredictSettings(precision="fp32")).predict(ct, liver)
+    assert prediction.lesions.shape == ct.shape

@@ -212,6 +212,7 @@ def test_lesion_slices_cropped_to_the_liver_box(tmp_path: Path) -> None:
     lesions = np.zeros(shape, np.uint8)
     lesions[4, 30:34, 50:54] = 1
     hu[lesions > 0] = 30
+    hu[:, :2] = -1000  # air at the edge, outside the box: training checks it is a CT in HU
     paths = {name: write_image(Volume.from_array(array, spacing=(4.0, 2.0, 2.0)),
                                tmp_path / f"{name}.nii.gz")
              for name, array in (("ct", hu), ("liver", liver), ("lesions", lesions))}

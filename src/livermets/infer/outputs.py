@@ -174,7 +174,7 @@ def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace
                  started: float) -> CaseOutcome:
     read_tic = time.perf_counter()
     ct = read_image(case.image)
-    check_ct(ct, str(case.image))
+    check_ct(ct, str(case.image))  # named by its path here; `predict` checks it again, unnamed
     liver_mask = read_image(case.liver_mask) if case.liver_mask is not None else None
     if liver_mask is not None:
         check_mask_values(liver_mask.array, f"the liver mask {case.liver_mask}", liver=True)

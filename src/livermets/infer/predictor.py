@@ -41,6 +41,7 @@ from livermets.infer.candidates import CandidateChecks, CandidateMeasures, check
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
+from livermets.io.image import check_ct
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
@@ -48,6 +49,7 @@ from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
 from livermets.preprocess import (
     LiverStatistics,
+    context_steps,
     liver_plane_box,
     liver_statistics,
     liver_z_range,
@@ -57,11 +59,6 @@ from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
 
-#: The lowest HU a CT must reach somewhere (air is -1000 HU): an image that never goes below
-#: it is not a CT in HU (an MR, or raw stored values without the rescale to HU).
-CT_AIR_BELOW_HU = -500.0
-#: Values outside this range are not HU (the largest metal implants reach about 30000).
-CT_RANGE_HU = (-4000.0, 40000.0)
 DEFAULT_LIVER_DILATION_MM = 5.0
 #: Lesion probabilities are kept in steps of 1/1024 (see `quantise_probability`).
 PROBABILITY_STEPS = 1024
@@ -140,20 +137,6 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def check_ct(ct: Volume) -> None:
-    """Raise `InputError` unless `ct` looks like a CT in HU (3D, air present, HU range)."""
-    array = ct.array
-    if array.shape[0] < 1 or min(array.shape[1:]) < 16:
-        raise InputError(f"the image is {array.shape} (z, y, x): too small for a CT")
-    low, high = float(array.min()), float(array.max())
-    if low > CT_AIR_BELOW_HU:
-        raise InputError(f"the image's lowest value is {low:g}, but a CT in HU has air near "
-                         "-1000; give a CT stored in HU (with RescaleSlope/Intercept applied)")
-    if low < CT_RANGE_HU[0] or high > CT_RANGE_HU[1]:
-        raise InputError(f"the image's values run from {low:g} to {high:g}, outside the HU "
-                         f"range [{CT_RANGE_HU[0]:g}, {CT_RANGE_HU[1]:g}]; give a CT in HU")
-
-
 class Predictor:
     """Liver and lesion segmentation with models loaded once.
 
@@ -177,7 +160,7 @@ class Predictor:
         """
         timings: dict[str, float] = {}
         tic = time.perf_counter()
-        check_ct(ct)
+        check_ct(ct, "the CT")
         hu = ct.array
         bf16 = self.precision == "bf16"
         if liver_mask is not None:
@@ -205,11 +188,17 @@ class Predictor:
             liver, ct.spacing, self.lesion_model.preprocessing.get("crop_margin_mm"))
         probability = np.zeros(hu.shape, dtype=np.float32)
 
+        steps = context_steps(self.lesion_model.preprocessing.get("context_mm"), ct.spacing[0])
+
         def lesion_pass(box: tuple[slice, slice, slice],
                         out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
-            return slice_probabilities(self.lesion_model, hu[box],
+            # A 2.5D model also reads the `steps` slices beyond the box's z-range.
+            low, high = max(0, box[0].start - steps), min(hu.shape[0], box[0].stop + steps)
+            return slice_probabilities(self.lesion_model, hu[(slice(low, high), *box[1:])],
                                        lambda s: liver_zscore(s, stats),
-                                       batch_size=self.settings.batch_size, bf16=bf16, out=out)
+                                       batch_size=self.settings.batch_size, bf16=bf16, out=out,
+                                       centres=range(box[0].start - low, box[0].stop - low),
+                                       steps=steps)
 
         box = (slice(start, stop), rows, columns)
         lesion_pass(box, out=probability[box])

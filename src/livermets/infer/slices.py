@@ -14,7 +14,7 @@ import numpy.typing as npt
 import torch
 
 from livermets.models.saved import SavedModel
-from livermets.preprocess import AIR_HU, PlaneMapping
+from livermets.preprocess import AIR_HU, PlaneMapping, context_indices
 
 Normaliser = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
@@ -27,13 +27,19 @@ def iter_slice_probabilities(
     batch_size: int = 8,
     bf16: bool = False,
     channels_last: bool = True,
+    centres: range | None = None,
+    steps: int = 0,
 ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-    """Yield (first slice index, probabilities (b, y, x) float32 on the CT grid) per batch.
+    """Yield (index into `centres` of the batch's first slice, probabilities (b, y, x) float32
+    on the CT grid) per batch.
 
-    Each batch of CT slices `hu` (z, y, x) is mapped to the model's network grid (HU, padding
-    with air), normalised by `normalise`, run through the model (bf16 autocast when `bf16`;
-    channels_last memory layout, 1.5x faster than contiguous for the U-Net in fp32 on CPU, see
-    benchmarks/RESULTS.md), and mapped back bilinearly. Only one batch is in memory at a time.
+    The slices `centres` (default: all) of `hu` (z, y, x) are predicted. Each batch is mapped
+    to the model's network grid (HU, padding with air), normalised by `normalise`, run through
+    the model (bf16 autocast when `bf16`; channels_last memory layout, 1.5x faster than
+    contiguous for the U-Net in fp32 on CPU, see benchmarks/RESULTS.md), and mapped back
+    bilinearly. With `steps` (a 2.5D model, `preprocess.context_steps`) each slice goes in with
+    the slices `steps` above and below it in `hu` as channels (clipped at `hu`'s ends; give
+    `hu` those neighbours beyond `centres`). Only one batch is in memory at a time.
     """
     size = int(model.preprocessing["image_size"])
     mapping = PlaneMapping(hu.shape[1], hu.shape[2], size)
@@ -42,11 +48,14 @@ def iter_slice_probabilities(
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     pad = float(model.preprocessing.get("pad_hu", AIR_HU))
     context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    wanted = centres if centres is not None else range(hu.shape[0])
     with torch.inference_mode(), context:
-        for start in range(0, hu.shape[0], batch_size):
-            chunk = mapping.to_network(hu[start : start + batch_size], kind="image",
-                                       pad_value=pad)
-            tensor = torch.from_numpy(normalise(chunk)).unsqueeze(1)
+        for start in range(0, len(wanted), batch_size):
+            indices = context_indices(np.asarray(wanted[start : start + batch_size]), steps,
+                                      hu.shape[0])  # (b, channels)
+            needed = np.unique(indices)  # each slice mapped and normalised once
+            chunk = normalise(mapping.to_network(hu[needed], kind="image", pad_value=pad))
+            tensor = torch.from_numpy(chunk[np.searchsorted(needed, indices)])
             if channels_last:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             probability = torch.sigmoid(network(tensor).float())[:, 0].numpy()
@@ -62,16 +71,21 @@ def slice_probabilities(
     bf16: bool = False,
     channels_last: bool = True,
     out: npt.NDArray[np.float32] | None = None,
+    centres: range | None = None,
+    steps: int = 0,
 ) -> npt.NDArray[np.float32]:
-    """Sigmoid probabilities (z, y, x) float32 on the CT grid for CT slices `hu` (z, y, x).
+    """Sigmoid probabilities (z, y, x) float32 on the CT grid for the slices `centres`
+    (default: all) of CT slices `hu` (z, y, x); `steps`: 2.5D context, as in
+    `iter_slice_probabilities`.
 
-    The batches of `iter_slice_probabilities`, gathered into `out` (a float32 array of `hu`'s
-    shape, e.g. a slab of a larger volume) or a new volume; returns it.
+    The batches gathered into `out` (a float32 array of (len(centres), y, x), e.g. a slab of a
+    larger volume) or a new one; returns it.
     """
+    wanted = centres if centres is not None else range(hu.shape[0])
     if out is None:
-        out = np.empty(hu.shape, dtype=np.float32)
+        out = np.empty((len(wanted), *hu.shape[1:]), dtype=np.float32)
     for start, probability in iter_slice_probabilities(
             model, hu, normalise, batch_size=batch_size, bf16=bf16,
-            channels_last=channels_last):
+            channels_last=channels_last, centres=wanted, steps=steps):
         out[start : start + probability.shape[0]] = probability
     return out

@@ -186,12 +186,19 @@ def _write_with_sidecar(image: sitk.Image, target: Path, compress: bool) -> None
 
 #: Voxel spacing a CT can have (mm): finer or coarser is a broken header, not a scan.
 CT_SPACING_MM = (0.05, 30.0)
+#: The lowest HU a CT must reach somewhere (air is -1000 HU): an image that never goes below
+#: it is not a CT in HU (an MR, or raw stored values without the rescale to HU).
+CT_AIR_BELOW_HU = -500.0
+#: Values outside this range are not HU (the largest metal implants reach about 30000).
+CT_RANGE_HU = (-4000.0, 40000.0)
 
 
 def check_ct(volume: Volume, what: str) -> None:
     """`InputError` (one line naming `what`, e.g. the CT's path) when `volume` cannot be a CT
     to segment: a modality other than CT (DICOM), a single slice (a 2D image, as a one-slice
-    DICOM series is refused), a spacing outside `CT_SPACING_MM`, or NaN / infinite voxels."""
+    DICOM series is refused), slices under 16 pixels a side, a spacing outside
+    `CT_SPACING_MM`, NaN / infinite voxels, or values that are not HU (no air below
+    `CT_AIR_BELOW_HU`, or outside `CT_RANGE_HU`)."""
     modality = volume.metadata.get("modality")
     if modality and modality != "CT":
         raise InputError(f"{what} is a {modality} series (DICOM Modality); livermets segments "
@@ -199,6 +206,8 @@ def check_ct(volume: Volume, what: str) -> None:
     if volume.shape[0] < 2:
         raise InputError(f"{what} has a single slice (a 2D image); livermets needs a 3D CT "
                          "volume: give all the slices of the series")
+    if min(volume.shape[1:]) < 16:
+        raise InputError(f"{what} is {volume.shape} (z, y, x): too small for a CT")
     low, high = CT_SPACING_MM
     if not all(low <= s <= high for s in volume.spacing):
         spacing = ", ".join(f"{s:g}" for s in volume.spacing)
@@ -212,3 +221,10 @@ def check_ct(volume: Volume, what: str) -> None:
             raise InputError(f"{what} holds {int(bad.sum())} NaN or infinite voxels on "
                              f"{len(slices)} slice(s) (first: slice {int(slices[0])}); "
                              "re-export the CT with every voxel in HU")
+    low, high = float(array.min()), float(array.max())
+    if low > CT_AIR_BELOW_HU:
+        raise InputError(f"{what}: its lowest value is {low:g}, but a CT in HU has air near "
+                         "-1000; give a CT stored in HU (with RescaleSlope/Intercept applied)")
+    if low < CT_RANGE_HU[0] or high > CT_RANGE_HU[1]:
+        raise InputError(f"{what}: its values run from {low:g} to {high:g}, outside the HU "
+                         f"range [{CT_RANGE_HU[0]:g}, {CT_RANGE_HU[1]:g}]; give a CT in HU")

@@ -33,6 +33,8 @@ from livermets.io.manifest import ManifestRow
 from livermets.preprocess import (
     AIR_HU,
     PlaneMapping,
+    context_indices,
+    context_steps,
     liver_plane_box,
     liver_statistics,
     liver_z_range,
@@ -48,7 +50,8 @@ VALIDATION_SPLITS = frozenset({"validation", "val"})
 
 @dataclass(frozen=True)
 class SliceSet:
-    """Network-ready slices: `images` (n, S, S) float16, `targets` (n, S, S) uint8 in {0, 1},
+    """Network-ready slices: `images` (n, S, S) float16, or (n, 3, S, S) for 2.5D input
+    (`context_mm`: each slice with its neighbours), `targets` (n, S, S) uint8 in {0, 1},
     `case` (n,) the index into `cases` of each slice's CT, `positive` (n,) target present,
     `centers` the manifest `center` of each of `cases` (same order)."""
 
@@ -129,10 +132,17 @@ def _case_slices(row: ManifestRow, config: TrainConfig) -> tuple[np.ndarray, np.
     rows, columns = liver_plane_box(liver.array, ct.spacing, config.crop_margin_mm)
     mapping = PlaneMapping(rows.stop - rows.start, columns.stop - columns.start,
                            config.image_size)
-    hu = mapping.to_network(ct.array[start:stop, rows, columns], kind="image",
+    steps = context_steps(config.context_mm, ct.spacing[0])
+    low, high = max(0, start - steps), min(ct.shape[0], stop + steps)
+    hu = mapping.to_network(ct.array[low:high, rows, columns], kind="image",
                             pad_value=AIR_HU)
+    normalised = liver_zscore(hu, stats)
     target = (lesions.array[start:stop, rows, columns] > 0).astype(np.uint8)
-    return liver_zscore(hu, stats), mapping.to_network(target, kind="mask")
+    if steps:  # (n, 3, S, S): each slice with its neighbours `steps` slices away
+        images = normalised[context_indices(np.arange(start, stop), steps, ct.shape[0]) - low]
+    else:
+        images = normalised[start - low : stop - low]
+    return images, mapping.to_network(target, kind="mask")
 
 
 def _same_grid(row: ManifestRow, ct: Volume, mask: Volume, column: str) -> None:
@@ -181,16 +191,23 @@ def _draw(pool: torch.Tensor, count: int, slices: SliceSet, generator: torch.Gen
     return pool[torch.multinomial(weights, count, replacement=True, generator=generator)]
 
 
+def with_channels(images: torch.Tensor) -> torch.Tensor:
+    """A batch of `SliceSet.images` as network input (B, C, S, S): one channel added to
+    single slices (B, S, S); 2.5D stacks (B, 3, S, S) as they are."""
+    return images.unsqueeze(1) if images.dim() == 3 else images
+
+
 def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, rotations, scaling, intensity jitter, blur and noise of a batch
-    (B, 1, S, S).
+    """Random flips, rotations, scaling, intensity jitter, blur and noise of a batch of images
+    (B, C, S, S) and their targets (B, 1, S, S).
 
     Images are resampled bilinearly (edges replicated), targets by nearest neighbour only, so
     they stay binary. Rotation within +/- `rotate_degrees`, scale within 1 +/- `scale_range`,
     intensity x(1 + a) + b with a, b within +/- `intensity_jitter` (normalised units), then a
     Gaussian blur of sigma within [0, `blur_sigma_px`] pixels and Gaussian noise of SD within
-    [0, `noise_std`] (normalised units), each drawn per image. Targets are not blurred.
+    [0, `noise_std`] (normalised units), each drawn per image (all channels of a 2.5D stack
+    alike). Targets are not blurred.
     """
     batch = images.shape[0]
 
@@ -221,9 +238,11 @@ def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Each image of (B, 1, H, W) blurred by a separable Gaussian of its own sigma (B,), in
-    pixels (0: unchanged), truncated at 3 sigma, edges replicated; the mean is kept."""
-    batch = images.shape[0]
+    """Each image of (B, C, H, W) blurred by a separable Gaussian of its own sigma (B,), in
+    pixels (0: unchanged; every channel of an image alike), truncated at 3 sigma, edges
+    replicated; the mean is kept."""
+    batch = images.shape[0] * images.shape[1]
+    sigmas = sigmas.repeat_interleave(images.shape[1])
     radius = max(1, math.ceil(3 * float(sigmas.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     safe = sigmas.clamp_min(1e-3).view(-1, 1)

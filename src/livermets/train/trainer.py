@@ -34,7 +34,14 @@ from livermets.io.safe_paths import check_not_input, check_out_folder, make_fold
 from livermets.models import create_model
 from livermets.models.precision import autocast, resolve_precision
 from livermets.models.saved import save_model
-from livermets.train.data import SliceSet, augment, epoch_indices, load_slices, split_patients
+from livermets.train.data import (
+    SliceSet,
+    augment,
+    epoch_indices,
+    load_slices,
+    split_patients,
+    with_channels,
+)
 from livermets.train.losses import LossFunction, get_loss
 from livermets.train.records import (
     EpochRecord,
@@ -181,6 +188,8 @@ def preprocessing_settings(config: TrainConfig) -> dict[str, Any]:
         settings |= {"normalisation": "liver_zscore", "z_margin_mm": config.z_margin_mm}
         if config.crop_margin_mm is not None:
             settings["crop_margin_mm"] = config.crop_margin_mm
+        if config.context_mm is not None:
+            settings["context_mm"] = config.context_mm
     return settings
 
 
@@ -238,7 +247,7 @@ class _Loop:
 
     def _to_device(self, images: torch.Tensor, targets: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, S, S) float32 batches on the training device (images channels_last)."""
+        """(B, C, S, S) float32 batches on the training device (images channels_last)."""
         images = images.to(self.device, torch.float32)
         targets = targets.to(self.device, torch.float32)
         if self.config.channels_last:
@@ -255,7 +264,7 @@ class _Loop:
         progress = _Progress(len(mine), f"epoch {epoch}", enabled=self.env.is_main)
         for start in range(0, len(mine), self.batch):
             index = mine[start : start + self.batch]
-            images = slices.images[index].float().unsqueeze(1)
+            images = with_channels(slices.images[index].float())
             targets = slices.targets[index].float().unsqueeze(1)
             if self.config.augment:
                 images, targets = augment(images, targets, self.config, generator)
@@ -282,7 +291,7 @@ class _Loop:
         mine = torch.arange(len(slices))[self.env.rank :: self.env.world_size]
         for start in range(0, len(mine), self.batch * 2):
             index = mine[start : start + self.batch * 2]
-            images, targets = self._to_device(slices.images[index].unsqueeze(1),
+            images, targets = self._to_device(with_channels(slices.images[index]),
                                               slices.targets[index].unsqueeze(1))
             with autocast(self.precision, self.device):
                 logits = self.network(images)
