@@ -49,6 +49,7 @@ from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.candidates import CandidateChecks, measure_candidate
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
+from livermets.infer.threshold import parse_threshold
 from livermets.io import read_image
 from livermets.io.manifest import ManifestRow, read_manifest, write_manifest
 from livermets.models.saved import load_model
@@ -136,10 +137,14 @@ def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
             "cases": cases}
 
 
-def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool) -> dict[str, Any]:
+def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool,
+          threshold: str | float = "otsu", outline: float | None = None) -> dict[str, Any]:
     """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
     or evaluation-plain); the per-case figures."""
-    settings = PredictSettings() if checks else PredictSettings(candidate_checks=None)
+    settings = PredictSettings(threshold=threshold, outline_threshold=outline)
+    if not checks:
+        settings = PredictSettings(threshold=threshold, outline_threshold=outline,
+                                   candidate_checks=None)
     predictor = Predictor(load_model(model, expected_task="lesion"), None, settings)
     predictions = out / ("checks" if checks else "plain")
     predict_cases(predictor, [CaseInput(r.case_id, r.image, r.liver_mask) for r in rows],
@@ -158,18 +163,27 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=CASES, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--threshold", default="otsu",
+                        help="otsu (default, as predict) or a fixed probability.")
+    parser.add_argument("--outline", type=float, default=None,
+                        help="Grow each lesion to this lower probability (predict's "
+                             "--outline-threshold).")
     args = parser.parse_args()
+    threshold = parse_threshold(args.threshold)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
     trained = load_model(args.model, expected_task="lesion").record
-    with_checks = score(args.model, rows, args.out, checks=True)
-    without_checks = score(args.model, rows, args.out, checks=False)
+    with_checks = score(args.model, rows, args.out, checks=True, threshold=threshold,
+                        outline=args.outline)
+    without_checks = score(args.model, rows, args.out, checks=False, threshold=threshold,
+                           outline=args.outline)
     lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
     contrasts = lesion_contrasts(rows)
     for lesion in lesions:
         contrast = contrasts[(lesion["case_id"], lesion["lesion_id"])]
         lesion["contrast_hu"] = None if contrast is None else round(contrast, 1)
-    result = {"model": str(args.model), "held_out": args.cases,
+    result = {"model": str(args.model), "held_out": args.cases, "threshold": args.threshold,
+              "outline": args.outline,
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),

@@ -278,6 +278,8 @@ def test_predict_refuses_a_bad_liver_mask(phantom: tuple[Path, Path], tmp_path: 
     refused(["predict", ct, "--out", out, "--liver-mask", copy], "is it a CT?", ct.parent)
     refused(["predict", ct, "--out", out, "--liver-mask", liver, "--liver-model",
              tmp_path / "any.pt"], "not both", ct.parent)
+    refused(["predict", ct, "--out", out, "--liver-mask", liver, "--outline-threshold", "1.5"],
+            "outline threshold", ct.parent)
     assert not out.exists()
 
 

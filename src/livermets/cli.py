@@ -355,6 +355,12 @@ def predict(
                                         "probability: more small lesions found, more false "
                                         "ones (benchmarks/RESULTS.md). Off by default.")
     ] = None,
+    outline_threshold: Annotated[
+        float | None, typer.Option(help="Grow each lesion found above the threshold to its "
+                                        "connected voxels above this lower probability "
+                                        "(outlines lesions marked only at their core; no new "
+                                        "lesion starts below the threshold). Off: the paper's.")
+    ] = None,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
 ) -> None:
@@ -390,7 +396,8 @@ def predict(
                                    candidate_checks=CandidateChecks() if candidate_checks
                                    else None,
                                    batch_size=batch_size, keep_probability=probability,
-                                   zoom_margin_mm=zoom_margin_mm)
+                                   zoom_margin_mm=zoom_margin_mm,
+                                   outline_threshold=outline_threshold)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

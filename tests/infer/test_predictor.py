@@ -341,3 +341,30 @@ def test_a_2_5d_model_sees_the_slices_context_mm_away() -> None:
     start, stop = single.z_range
     np.testing.assert_allclose(below.probability.array[start + 2 : stop],
                                single.probability.array[start : stop - 2], atol=1e-6)
+
+
+def test_an_outline_threshold_grows_found_lesions_and_starts_none() -> None:
+    """Threshold 0.5, outline 0.2: a lesion whose core (radius 2 voxels) is at 0.9 and whose
+    rim (radius 2-4) is at 0.3 is outlined whole; a blob at 0.3 without a core stays out."""
+    shape = (20, 40, 40)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    def ball(centre: tuple[int, int, int], radius: float) -> np.ndarray:
+        return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
+                <= radius**2)
+    probability = np.zeros(shape, np.float32)
+    probability[ball((10, 12, 12), 4)] = 0.3
+    probability[ball((10, 12, 12), 2)] = 0.9
+    probability[ball((10, 28, 28), 4)] = 0.3  # no core: never a lesion
+    liver = np.ones(shape, np.uint8)
+    hu = np.zeros(shape, np.int16)
+    plain = Predictor(lesion_rule(64), settings=PredictSettings(
+        threshold=0.5, candidate_checks=None, min_lesion_mm3=0))
+    grown = Predictor(lesion_rule(64), settings=PredictSettings(
+        threshold=0.5, candidate_checks=None, min_lesion_mm3=0, outline_threshold=0.2))
+    core = plain.lesion_labels(probability.copy(), liver, (1.0, 1.0, 1.0), hu).labels
+    whole = grown.lesion_labels(probability.copy(), liver, (1.0, 1.0, 1.0), hu).labels
+    np.testing.assert_array_equal(core > 0, ball((10, 12, 12), 2))
+    np.testing.assert_array_equal(whole > 0, ball((10, 12, 12), 4))
+    assert int(whole.max()) == 1
+    with pytest.raises(InputError, match="outline threshold"):
+        PredictSettings(outline_threshold=1.5)

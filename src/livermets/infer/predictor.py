@@ -85,7 +85,10 @@ class PredictSettings:
     `min_lesion_mm3`: smaller components are dropped; `candidate_checks`: the tissue checks of
     `infer.candidates` (None: every candidate is a lesion, as in the paper); `precision`:
     "auto" (bf16 where the CPU or GPU does it fast), "fp32" or "bf16"; `batch_size`: slices per
-    forward pass.
+    forward pass; `outline_threshold`: None (the paper: a lesion is its voxels above the
+    threshold), or a lower probability to which each lesion found above the threshold is grown
+    (its connected voxels above this value join it; no new lesion starts below the threshold),
+    so a lesion the network marks confidently only at its core is outlined whole.
     """
 
     threshold: str | float = "otsu"
@@ -96,6 +99,7 @@ class PredictSettings:
     batch_size: int = 8
     keep_probability: bool = True
     zoom_margin_mm: float | None = None
+    outline_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
@@ -111,6 +115,9 @@ class PredictSettings:
         if self.zoom_margin_mm is not None and self.zoom_margin_mm < 0:
             raise InputError(f"zoom margin must be >= 0 mm, got {self.zoom_margin_mm}")
         choose_threshold(np.zeros(0), self.threshold)  # validates a fixed value
+        if self.outline_threshold is not None and not 0 < self.outline_threshold < 1:
+            raise InputError(f"the outline threshold must be a probability in (0, 1), got "
+                             f"{self.outline_threshold}")
 
 
 @dataclass
@@ -244,6 +251,9 @@ class Predictor:
         liver_box = liver[box] > 0
         threshold = choose_threshold(probability[box][liver_box], self.settings.threshold)
         foreground = probability[box] > threshold.value
+        outline = self.settings.outline_threshold
+        if outline is not None and outline < threshold.value and foreground.any():
+            foreground = grown_from(foreground, probability[box] > outline)
         outside = foreground & ~liver_box
         if outside.any():
             foreground &= liver_box | near_mask(liver_box, outside, spacing, radius)
@@ -268,7 +278,8 @@ class Predictor:
                     "min_lesion_mm3": self.settings.min_lesion_mm3,
                     "candidate_checks": None if checks is None else checks.to_json(),
                     "batch_size": self.settings.batch_size, "precision": self.precision,
-                    "zoom_margin_mm": self.settings.zoom_margin_mm}
+                    "zoom_margin_mm": self.settings.zoom_margin_mm,
+                    "outline_threshold": self.settings.outline_threshold}
         return {"models": models, "settings": settings}
 
 
@@ -321,6 +332,16 @@ def quantise_probability(probability: npt.NDArray[np.float32],
     if allowed is not None:
         probability[~allowed] = 0.0
     return probability
+
+
+def grown_from(seeds: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]
+               ) -> npt.NDArray[np.bool_]:
+    """The 26-connected components of `region` (z, y, x) that hold a voxel of `seeds`, plus the
+    seeds themselves: hysteresis thresholding, seeds above the high threshold and `region`
+    above the low one."""
+    components, _ = ndimage.label(region, structure=np.ones((3, 3, 3), bool))
+    kept = np.unique(components[seeds & region])
+    return np.isin(components, kept[kept > 0]) | seeds
 
 
 def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
