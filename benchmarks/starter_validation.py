@@ -191,6 +191,9 @@ def main() -> None:
     parser.add_argument("--zoom-margin-mm", type=float, default=None,
                         help="Also run the lesion model on the liver's box, magnified "
                              "(PredictSettings.zoom_margin_mm).")
+    parser.add_argument("--outline-threshold", type=float, default=None,
+                        help="Grow lesions to this probability (PredictSettings."
+                             "outline_threshold; default: predict's default).")
     parser.add_argument("--lesion-model", type=Path, default=None,
                         help="Validate this lesion model (a model.pt, e.g. a recipe variant "
                              "not installed) instead of the starter one.")
@@ -202,7 +205,9 @@ def main() -> None:
     work: Path = args.work
     predictor = Predictor(args.lesion_model or starter_model_path("lesion"),
                           starter_model_path("liver"),
-                          PredictSettings(zoom_margin_mm=args.zoom_margin_mm))
+                          PredictSettings(zoom_margin_mm=args.zoom_margin_mm,
+                                          **({} if args.outline_threshold is None else
+                                             {"outline_threshold": args.outline_threshold})))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
                              overwrite=True)
@@ -281,6 +286,7 @@ def main() -> None:
                "reader_marks": reader_marks(READER_MARKS, predictions),
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
                "zoom_margin_mm": args.zoom_margin_mm,
+               "outline_threshold": predictor.settings.outline_threshold,
                "lesion_model": str(args.lesion_model) if args.lesion_model else "starter",
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
