@@ -31,7 +31,7 @@ from livermets.errors import InputError
 from livermets.infer.predictor import LESION_COLUMNS, REJECTED_COLUMNS, Prediction, Predictor
 from livermets.io.atomic import csv_text, write_text_atomic
 from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
-from livermets.io.image import check_ct, read_image, write_image
+from livermets.io.image import read_image, write_image
 from livermets.io.manifest import check_mask_values
 from livermets.io.safe_paths import (
     check_not_input,
@@ -174,12 +174,14 @@ def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace
                  started: float) -> CaseOutcome:
     read_tic = time.perf_counter()
     ct = read_image(case.image)
-    check_ct(ct, str(case.image))  # named by its path here; `predict` checks it again, unnamed
     liver_mask = read_image(case.liver_mask) if case.liver_mask is not None else None
     if liver_mask is not None:
         check_mask_values(liver_mask.array, f"the liver mask {case.liver_mask}", liver=True)
     read_s = time.perf_counter() - read_tic
-    prediction = predictor.predict(ct, liver_mask)
+    try:
+        prediction = predictor.predict(ct, liver_mask)  # checks the CT first (`check_ct`)
+    except InputError as error:
+        raise InputError(f"{case.image}: {error}") from None
     prediction.timings = {"read_s": read_s, **prediction.timings}
     record = {"case_id": case.case_id, "image": str(case.image),
               "liver_mask": None if case.liver_mask is None else str(case.liver_mask),
