@@ -140,7 +140,7 @@ def test_predict_never_turns_the_input_ct_into_a_folder(phantom: tuple[Path, Pat
 
 @pytest.mark.parametrize("case_id", ["../victim", "..", ".", "", "a/../../victim",
                                      "x/..", "sub/case", "/abs/victim", ".hidden",
-                                     "name\nwith newline", "..victim"])
+                                     "name\nwith newline", "..victim", "x\n"])
 def test_predict_refuses_case_ids_that_are_not_plain_names(
         case_id: str, phantom: tuple[Path, Path], tmp_path: Path) -> None:
     ct, liver = phantom
@@ -392,6 +392,61 @@ def test_outputs_that_cannot_be_written_are_refused(phantom: tuple[Path, Path],
             "is a file", *keep)
 
 
+def test_predict_never_replaces_a_folder_holding_its_model_or_manifest(
+        phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    from livermets.models.starter import starter_model_path
+
+    ct, liver = phantom
+    out = tmp_path / "data"
+    case = predicted_case(out, "ct", phantom)
+    model = case / "my_lesion_model.pt"
+    shutil.copyfile(starter_model_path("lesion"), model)
+    refused(["predict", ct, "--liver-mask", liver, "--out", out, "--case-id", "ct",
+             "--lesion-model", model, "--overwrite"], "holds the input", case)
+    manifest = _manifest(case, [{"patient_id": "ct", "timepoint": "baseline",
+                                 "image": str(ct), "liver_mask": str(liver)}], "m.csv")
+    (out / "ct_baseline").symlink_to(case)  # the manifest's case folder: a link to it
+    refused(["predict", "--manifest", manifest, "--manifest-liver", "--out", out,
+             "--overwrite"], "holds the input", case)
+    (out / "ct_baseline").unlink()
+    shutil.move(str(case), str(out / "ct_baseline"))
+    manifest = out / "ct_baseline" / "m.csv"
+    refused(["predict", "--manifest", manifest, "--manifest-liver", "--out", out,
+             "--overwrite"], "holds the input", out / "ct_baseline")
+
+
+def test_convert_into_a_folder_is_refused(phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    ct, _ = phantom
+    folder = tmp_path / "d.nii.gz"
+    folder.mkdir()
+    refused(["convert", ct, folder, "--overwrite"], "is a folder", ct.parent, folder)
+
+
+def test_import_msd_names_stay_inside_out(phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    """An image named `...nii.gz` (its case name would be '..') lands in OUT/case; a case
+    folder that is a symlink out of OUT is refused."""
+    ct, liver = phantom
+    source = tmp_path / "src"
+    for folder in ("imagesTr", "labelsTr"):
+        (source / folder).mkdir(parents=True)
+    shutil.copyfile(ct, source / "imagesTr" / "...nii.gz")
+    shutil.copyfile(liver, source / "labelsTr" / "...nii.gz")
+    top = tmp_path / "out"
+    top.mkdir()
+    (top / "liver.nii.gz").write_text("precious")
+    succeeded(["import", "msd", source, "--out", top / "sub"])
+    assert sorted(p.name for p in top.iterdir()) == ["liver.nii.gz", "sub"]
+    assert (top / "sub" / "case" / "liver.nii.gz").is_file()
+    assert (top / "liver.nii.gz").read_text() == "precious"
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "liver.nii.gz").write_text("mine")
+    (top / "linked").mkdir()
+    (top / "linked" / "case").symlink_to(user)
+    refused(["import", "msd", source, "--out", top / "linked"], "outside", user, source)
+    assert sorted(p.name for p in (top / "linked").iterdir()) == ["case"]
+
+
 def test_convert_into_a_folder_without_write_permission(phantom: tuple[Path, Path],
                                                         tmp_path: Path) -> None:
     import os
@@ -443,8 +498,14 @@ def test_report_refuses_damaged_evaluations_and_negative_cases(evaluation: Path,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     refused(["report", evaluation, "--out", out, "--cases", "-1"], "--cases -1", evaluation)
+    # Never over a CT, a mask or a manifest, even with --overwrite: a report is an .html file.
+    ct = tmp_path / "data" / "ct.nii.gz"
+    refused(["report", evaluation, "--out", ct, "--overwrite"], "give an .html file",
+            evaluation, ct.parent)
+    refused(["report", evaluation, "--out", tmp_path / "data", "--overwrite"],
+            "give an .html file", evaluation, ct.parent)
     refused(["report", evaluation, "--out", evaluation / "summary.json", "--overwrite"],
-            "is the input", evaluation)
+            "give an .html file", evaluation)
     damaged = tmp_path / "damaged"
     shutil.copytree(evaluation, damaged)
     text = (damaged / "summary.json").read_text()

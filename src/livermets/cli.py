@@ -389,7 +389,8 @@ def predict(
             raise InputError("give either --liver-mask (the CT's own mask) or --liver-model, "
                              "not both")
         cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
-        case_folders(cases, out)  # every output folder proven safe before any work
+        others = [p for p in (lesion_model, liver_model, manifest) if p is not None]
+        case_folders(cases, out, others)  # every output folder proven safe before any work
         needs_liver = any(c.liver_mask is None for c in cases)
         settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
@@ -402,7 +403,7 @@ def predict(
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)
         outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo,
-                                 stop_on_error=len(cases) == 1)
+                                 stop_on_error=len(cases) == 1, other_inputs=others)
         return {"out": str(out), "cases": [o.__dict__ for o in outcomes]}
 
     summary = _run(body)

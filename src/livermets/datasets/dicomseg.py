@@ -48,6 +48,7 @@ from livermets.io import read_image, write_image
 from livermets.io.dicom import SeriesInfo, list_dicom_series
 from livermets.io.dicom_seg import Segment, read_dicom_seg
 from livermets.io.manifest import ManifestRow
+from livermets.io.safe_paths import child_folder, clean_name
 from livermets.labels import instance_labels
 from livermets.types import PathLike
 
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LIVER_PATTERN = r"^liver$"
 DEFAULT_LESION_PATTERN = r"^(tumou?r|lesion|metasta)"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,8 @@ def _pair_segs_with_cts(src: Path) -> list[_CtWithSegs]:
 
 def _describe(series: SeriesInfo, segs: tuple[Path, ...]) -> _CtWithSegs:
     header = pydicom.dcmread(series.slices[0].path, stop_before_pixels=True)
-    patient = _UNSAFE.sub("_", series.patient_id.strip()).strip("._-")
-    if not patient:
-        patient = _UNSAFE.sub("_", _series_folder(series).name)
+    patient = (clean_name(series.patient_id.strip(), empty="")
+               or clean_name(_series_folder(series).name))
     when = tuple(str(header.get(k, "") or "") for k in ("StudyDate", "SeriesDate", "SeriesTime"))
     return _CtWithSegs(series, segs, patient, when)  # type: ignore[arg-type]
 
@@ -148,7 +147,7 @@ def _series_folder(series: SeriesInfo) -> Path:
 def _import_ct(ct: _CtWithSegs, timepoint: str, out: Path, liver_re: re.Pattern[str],
                lesion_re: re.Pattern[str]) -> tuple[ImportedCase, ManifestRow]:
     volume = read_image(_series_folder(ct.series), series_uid=ct.series.series_instance_uid)
-    folder = out / f"{ct.patient_id}_{timepoint}"
+    folder = child_folder(out, f"{ct.patient_id}_{timepoint}", "case name")
     case = ImportedCase(patient_id=ct.patient_id, timepoint=timepoint)
     case.image = str(write_image(volume, folder / "ct.nii.gz"))
     segments: list[Segment] = [s for seg in ct.segs for s in read_dicom_seg(seg, volume.geometry)]

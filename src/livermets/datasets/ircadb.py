@@ -45,6 +45,7 @@ from livermets.datasets.common import (
 from livermets.errors import InputError
 from livermets.io import Volume, read_image, write_image
 from livermets.io.manifest import ManifestRow
+from livermets.io.safe_paths import child_folder, name_from_input
 from livermets.labels import instance_labels
 from livermets.types import PathLike
 
@@ -126,14 +127,15 @@ def import_ircadb(source: PathLike, out_dir: PathLike, *, overwrite: bool = Fals
         cases: list[ImportedCase] = []
         rows: list[ManifestRow] = []
         for patient in patients:
+            name = name_from_input(patient)
             try:
-                case = import_patient(patient, out / patient.name)
+                case = import_patient(patient, child_folder(out, name, "patient folder name"))
             except InputError as error:
                 raise InputError(f"patient folder {patient}: {error}") from None
             cases.append(case)
             if case.in_manifest:
                 liver = Path(case.liver_mask) if case.liver_mask else None
-                rows.append(ManifestRow(patient_id=patient.name, timepoint="baseline",
+                rows.append(ManifestRow(patient_id=name, timepoint="baseline",
                                         image=Path(case.image), center=CENTER,
                                         liver_mask=liver, lesion_mask=Path(case.lesion_mask)))
         return finish_import("ircadb", src, out, cases, rows)
@@ -141,7 +143,7 @@ def import_ircadb(source: PathLike, out_dir: PathLike, *, overwrite: bool = Fals
 
 def import_patient(patient: Path, out: Path) -> ImportedCase:
     """Import one patient into `out`: CT (when present), liver mask and lesion instance mask."""
-    case = ImportedCase(patient_id=patient.name)
+    case = ImportedCase(patient_id=out.name)
     ct: Volume | None = None
     if (patient / "PATIENT_DICOM").is_dir():
         ct = read_image(patient / "PATIENT_DICOM")

@@ -31,6 +31,7 @@ from livermets.errors import InputError
 from livermets.io import read_geometry, read_image
 from livermets.io.atomic import stem_without_suffix
 from livermets.io.manifest import ManifestRow
+from livermets.io.safe_paths import child_folder, clean_name
 from livermets.labels import instance_labels
 from livermets.types import PathLike
 
@@ -81,7 +82,8 @@ def import_msd(source: PathLike, out_dir: PathLike, *, overwrite: bool = False) 
     with import_folder(out_dir, overwrite=overwrite) as out:
         cases: list[ImportedCase] = []
         rows: list[ManifestRow] = []
-        for name, image, label in pairs:
+        for raw_name, image, label in pairs:
+            name = clean_name(raw_name)
             case = ImportedCase(patient_id=name, image=str(image))
             liver_path = lesion_path = None
             if label is not None:
@@ -109,7 +111,8 @@ def _write_masks(name: str, image: Path, label: Path, out: Path,
     liver = np.isin(values, LIVER_LABELS).astype(np.uint8)
     lesions = instance_labels(values == TUMOUR_LABEL, labels.spacing,
                               min_volume_mm3=MIN_LESION_VOLUME_MM3)
-    liver_path, lesion_path = out / name / "liver.nii.gz", out / name / "lesions.nii.gz"
+    folder = child_folder(out, name, "case name")
+    liver_path, lesion_path = folder / "liver.nii.gz", folder / "lesions.nii.gz"
     case.liver_mask = write_mask(labels, liver, liver_path)
     case.lesion_mask = write_mask(labels, lesions, lesion_path)
     case.lesion_volumes_ml = lesion_volumes_ml(lesions, labels)

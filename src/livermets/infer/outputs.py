@@ -120,14 +120,16 @@ def is_finished(folder: Path) -> bool:
 
 def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *,
                   overwrite: bool = False, redo: bool = False,
-                  stop_on_error: bool = False) -> list[CaseOutcome]:
+                  stop_on_error: bool = False, other_inputs: Sequence[Path] = ()
+                  ) -> list[CaseOutcome]:
     """Segment each case into `out/<case_id>/`; a failing case is logged and the rest go on.
 
     A finished case folder is skipped unless `redo` or `overwrite` (both replace it). Every
     case folder is checked before any work (`case_folders`). With `stop_on_error` a bad case
-    raises its `InputError` (one CT: the refusal is the answer) instead of being reported.
+    raises its `InputError` (one CT: the refusal is the answer) instead of being reported;
+    `other_inputs` (models, the manifest) are protected as the CTs are.
     """
-    folders = case_folders(cases, out)
+    folders = case_folders(cases, out, other_inputs)
     outcomes = []
     for number, (case, folder) in enumerate(zip(cases, folders, strict=True), start=1):
         if is_finished(folder) and not (redo or overwrite):
@@ -150,17 +152,20 @@ def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *
     return outcomes
 
 
-def case_folders(cases: Sequence[CaseInput], out: Path) -> list[Path]:
+def case_folders(cases: Sequence[CaseInput], out: Path,
+                 other_inputs: Sequence[Path] = ()) -> list[Path]:
     """Each case's folder `out/<case_id>`, proven safe before any work: the id follows the
-    naming rule and is unique, the folder lies inside `out`, is no input and holds none, and,
-    where it exists, livermets wrote it. `InputError` otherwise."""
+    naming rule and is unique, the folder lies inside `out`, is no input (the cases' images
+    and liver masks, and `other_inputs`: models, the manifest) and holds none, and, where it
+    exists, livermets wrote it. `InputError` otherwise."""
     ids = [c.case_id for c in cases]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise InputError(f"case id(s) {', '.join(repeated)} appear more than once; give each "
                          "CT its own id (use a manifest)")
     check_out_folder(out)
-    inputs = [p for c in cases for p in (c.image, c.liver_mask) if p is not None]
+    inputs = [*other_inputs, *(p for c in cases for p in (c.image, c.liver_mask)
+                               if p is not None)]
     folders = []
     for case in cases:
         folder = child_folder(out, case.case_id, "case id")

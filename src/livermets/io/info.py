@@ -46,6 +46,8 @@ def convert_image(
     src, dst = Path(source), Path(target)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise InputError(f"{dst} is the input itself; choose another output path")
+    if dst.is_dir():
+        raise InputError(f"{dst} is a folder; give an output file such as {dst}/image.nii.gz")
     if dst.exists() and not overwrite:
         raise InputError(f"{dst} exists; choose another path or pass --overwrite")
     volume = read_image(src, series_uid=series_uid)

@@ -136,7 +136,7 @@ def _parse_row(values: dict[str, str], number: int, base: Path, manifest: Path) 
         if not values[column]:
             raise InputError(f"{manifest}: row {number} has no {column}; every row needs one")
     patient_id, timepoint = values["patient_id"], values["timepoint"]
-    if not NAME_RULE.match(patient_id):
+    if not NAME_RULE.fullmatch(patient_id):
         raise InputError(
             f"{manifest}: row {number} patient_id {patient_id!r} cannot name an output folder; "
             f"use only {NAME_RULE_TEXT}"

@@ -20,7 +20,7 @@ from livermets.io.atomic import stem_without_suffix, write_text_atomic
 
 #: A name that becomes a folder: letters, digits, '.', '_' and '-', starting with a letter or
 #: a digit (so never '', '.', '..', a hidden name, an absolute path or one with a separator).
-NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # whole name: use fullmatch
 NAME_RULE_TEXT = ("letters, digits, '.', '_' and '-', starting with a letter or digit, "
                   "at most 200 characters")
 
@@ -31,7 +31,7 @@ MARKER = ".livermets"
 
 def check_name(name: str, what: str) -> str:
     """`name` when it follows `NAME_RULE`; else `InputError` naming `what` (e.g. '--case-id')."""
-    if not NAME_RULE.match(name):
+    if not NAME_RULE.fullmatch(name):
         raise InputError(f"{what} {name!r} cannot name an output folder; use only "
                          f"{NAME_RULE_TEXT}")
     return name
@@ -42,9 +42,14 @@ def name_from_input(path: Path) -> str:
     suffix, a folder's own name ('.' and '..' resolved, symlinks not); characters outside
     `NAME_RULE` become '_'; 'case' when nothing is left."""
     absolute = Path(os.path.normpath(path.absolute()))
-    name = absolute.name if absolute.is_dir() else stem_without_suffix(absolute)
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")[:200]
-    return cleaned or "case"
+    return clean_name(absolute.name if absolute.is_dir() else stem_without_suffix(absolute))
+
+
+def clean_name(text: str, empty: str = "case") -> str:
+    """`text` made a name by `NAME_RULE`: characters outside it become '_', leading '.', '_'
+    and '-' go, at most 200 characters; `empty` when nothing is left."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip("._-")[:200]
+    return cleaned or empty
 
 
 def child_folder(out: Path, name: str, what: str) -> Path:

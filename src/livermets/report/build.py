@@ -26,12 +26,11 @@ from livermets import __version__
 from livermets.datasets.common import MIN_LESION_VOLUME_MM3
 from livermets.errors import InputError
 from livermets.evaluate.cases import CASE_COLUMNS, LESION_COLUMNS
-from livermets.evaluate.run import OUTPUT_FILES, SUMMARY
+from livermets.evaluate.run import SUMMARY
 from livermets.evaluate.summary import format_detection, format_mean_sd
 from livermets.io.atomic import write_text_atomic
 from livermets.io.image import read_image
 from livermets.io.manifest import read_manifest
-from livermets.io.safe_paths import check_not_input
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
 from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
@@ -59,7 +58,7 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
     if cases < 0:
         raise InputError(f"--cases {cases}: give 0 or more cases to picture")
-    check_report_target(evaluations, out)
+    check_report_target(out)
     contexts = [_evaluation_context(Path(folder), cases) for folder in evaluations]
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("livermets.report", "templates"),
@@ -154,10 +153,12 @@ def _read_summary(folder: Path) -> Row:
     return dict(summary)
 
 
-def check_report_target(evaluations: Sequence[PathLike], out: PathLike) -> None:
-    """`InputError` when the report `out` would replace a file of an evaluation it reads."""
-    own = [Path(folder) / name for folder in evaluations for name in OUTPUT_FILES]
-    check_not_input(Path(out), own, "the report", holding=False)
+def check_report_target(out: PathLike) -> None:
+    """`InputError` unless the report `out` is an .html file (so it can never replace a CT, a
+    mask, a manifest or an evaluation's own files, none of which is HTML)."""
+    target = Path(out)
+    if target.suffix.lower() not in (".html", ".htm") or target.is_dir():
+        raise InputError(f"--out {target}: give an .html file for the report")
 
 
 def _evaluation_context(folder: Path, cases: int) -> Row:
