@@ -652,3 +652,32 @@ def test_study_refuses_bad_arguments_before_any_work(extra: list[str], fragment:
     refused(["study", "--manifest", manifest, "--out", tmp_path / "study", *extra], fragment,
             ct.parent, manifest)
     assert not (tmp_path / "study").exists()
+
+
+def test_no_user_file_is_replaced_by_an_output_of_the_same_name(
+        phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    """A folder of the user's given as --out: evaluate, train and demo refuse it rather than
+    write over its files; convert never replaces another image's data file."""
+    ct, liver = phantom
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "lesions.csv").write_text("the user's own table\n")
+    (mine / "history.csv").write_text("h\n")
+    manifest = _manifest(tmp_path, [{"patient_id": "p1", "timepoint": "baseline",
+                                     "image": str(ct), "liver_mask": str(liver),
+                                     "lesion_mask": str(liver), "split": "training"}])
+    predictions = tmp_path / "preds"
+    predictions.mkdir()
+    refused(["evaluate", "--manifest", manifest, "--predictions", predictions, "--out", mine],
+            "not a finished evaluation", mine)
+    refused(["train", "--manifest", manifest, "--task", "liver", "--out", mine, "--epochs",
+             "1"], "livermets did not write it", mine)
+    cohort = tmp_path / "demo" / "cohort"
+    cohort.mkdir(parents=True)
+    (cohort / "manifest.csv").write_text("mine\n")
+    refused(["demo", "--out", tmp_path / "demo", "--no-study"], "no truth.json",
+            tmp_path / "demo")
+    (tmp_path / "out.zraw").write_text("another image's data")
+    refused(["convert", ct, tmp_path / "out.mhd"], "belongs to another image",
+            tmp_path / "out.zraw", ct.parent)
+    assert not (tmp_path / "out.mhd").exists()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from livermets.datasets.synth import generate_cohort
+from livermets.errors import InputError
 from livermets.io.manifest import read_manifest, validate_manifest
 from livermets.io.safe_paths import check_out_folder
 from livermets.study import StudySettings, run_study
@@ -47,6 +48,9 @@ def run_demo(out_dir: PathLike, *, patients: int = DEMO_PATIENTS, matrix: int = 
     manifest, truth = cohort / "manifest.csv", cohort / "truth.json"
     if manifest.is_file() and truth.is_file():
         lines = [f"reusing the generated cohort in {cohort}"]
+    elif cohort.is_dir() and any(cohort.iterdir()):
+        raise InputError(f"{cohort} holds files but no generated cohort (no truth.json): "
+                         "livermets did not write it; choose another --out")
     else:
         summary = generate_cohort(cohort, patients=patients, seed=seed, matrix=matrix,
                                   overwrite=True)

@@ -53,6 +53,11 @@ def evaluate_manifest(manifest: PathLike, predictions: PathLike, out: PathLike,
     out_dir, prediction_dir = Path(out), Path(predictions)
     if (out_dir / SUMMARY).exists() and not overwrite:
         raise InputError(f"{out_dir} holds an evaluation; use --overwrite to replace it")
+    if (not overwrite and not (out_dir / SUMMARY).exists()
+            and any((out_dir / n).exists() for n in OUTPUT_FILES)):
+        raise InputError(f"{out_dir} holds files named like an evaluation's but no {SUMMARY} "
+                         "(not a finished evaluation); choose another --out, or --overwrite "
+                         "to replace them")
     if not prediction_dir.is_dir():
         raise InputError(f"{prediction_dir}: no such predictions folder")
     check_out_folder(out_dir)

@@ -171,13 +171,20 @@ def _write_with_sidecar(image: sitk.Image, target: Path, compress: bool) -> None
     """Write a header + data-file format (.mhd/.raw, .nhdr/.raw) with both files renamed in place.
 
     The header names its data file, so both are written under their final names in a
-    temporary folder beside the target, then moved: data first, header last.
+    temporary folder beside the target, then moved: data first, header last. A data file of
+    that name beside a target that does not exist yet belongs to another image: `InputError`,
+    nothing replaced.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         sitk.WriteImage(image, str(tmp_dir / target.name), useCompression=compress)
         header = tmp_dir / target.name
+        for written in tmp_dir.iterdir():
+            beside = target.parent / written.name
+            if written != header and beside.exists() and not target.exists():
+                raise InputError(f"writing {target} would replace {beside}, which belongs to "
+                                 "another image; choose another name")
         for written in sorted(tmp_dir.iterdir(), key=lambda q: q == header):
             written.replace(target.parent / written.name)
     finally:

@@ -370,6 +370,10 @@ def _check_run_dir(run: Path, config: TrainConfig, rows: Sequence[ManifestRow],
     elif ((run / CHECKPOINT).exists() or (run / MODEL).exists()) and not overwrite:
         raise InputError(f"{run} already holds a training run; pass --resume to continue "
                          "it or --overwrite to start again")
+    elif run.is_dir() and any(run.iterdir()) and not (run / "config.yaml").exists() and not (
+            (run / CHECKPOINT).exists() or (run / MODEL).exists()):
+        raise InputError(f"{run} holds files but no training run (no config.yaml or "
+                         "model.pt): livermets did not write it; choose another --out")
 
 
 def _start_run_dir(run: Path, config: TrainConfig, *, resume: bool,
