@@ -681,3 +681,19 @@ def test_no_user_file_is_replaced_by_an_output_of_the_same_name(
     refused(["convert", ct, tmp_path / "out.mhd"], "belongs to another image",
             tmp_path / "out.zraw", ct.parent)
     assert not (tmp_path / "out.mhd").exists()
+
+
+def test_a_run_folders_own_config_and_an_overlong_path_are_refused(
+        phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    ct, liver = phantom
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.yaml"
+    config.write_text("# my commented settings\nepochs: 1\n")
+    manifest = _manifest(tmp_path, [{"patient_id": "p1", "timepoint": "baseline",
+                                     "image": str(ct), "liver_mask": str(liver),
+                                     "split": "training"}])
+    refused(["train", "--manifest", manifest, "--task", "liver", "--out", run, "--config",
+             config], "training rewrites", run)
+    refused(["predict", ct, "--liver-mask", liver, "--out", tmp_path / ("a" * 5000)],
+            "File name too long", ct.parent)

@@ -77,6 +77,13 @@ def _run(action: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except OSError as exc:
+        if exc.filename is None or _state["debug"]:
+            raise
+        # The file system refused a path (too long, no space, permission): the user's to fix.
+        typer.echo(f"error: {exc.filename}: {exc.strerror or exc}; choose another path",
+                   err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         if _state["debug"]:
             raise
@@ -280,6 +287,10 @@ def train(
         from livermets.config import load_train_config, parse_assignments
         from livermets.train.trainer import train as run_training
 
+        if (config is not None and not resume
+                and config.resolve() == (out / "config.yaml").resolve()):
+            raise InputError(f"--config {config} is the run folder's own config.yaml, which "
+                             "training rewrites; keep your settings file elsewhere")
         overrides = parse_assignments(set_ or [])
         overrides |= {"task": task}
         named = {"arch": arch, "epochs": epochs, "image_size": image_size,
