@@ -32,7 +32,6 @@ from livermets.infer.predictor import LESION_COLUMNS, REJECTED_COLUMNS, Predicti
 from livermets.io.atomic import csv_text, write_text_atomic
 from livermets.io.dicom_seg import liver_segment, metastases_segment, write_dicom_seg
 from livermets.io.image import read_image, write_image
-from livermets.io.manifest import check_mask_values
 from livermets.io.safe_paths import (
     check_not_input,
     check_out_folder,
@@ -180,8 +179,6 @@ def _predict_one(predictor: Predictor, case: CaseInput, folder: Path, *, replace
     read_tic = time.perf_counter()
     ct = read_image(case.image)
     liver_mask = read_image(case.liver_mask) if case.liver_mask is not None else None
-    if liver_mask is not None:
-        check_mask_values(liver_mask.array, f"the liver mask {case.liver_mask}", liver=True)
     read_s = time.perf_counter() - read_tic
     try:
         prediction = predictor.predict(ct, liver_mask)  # checks the CT first (`check_ct`)

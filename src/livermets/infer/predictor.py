@@ -42,6 +42,7 @@ from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
 from livermets.io.image import check_ct
+from livermets.io.manifest import check_mask_values
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
 from livermets.measure import measure_lesions
@@ -175,6 +176,7 @@ class Predictor:
             if difference is not None:
                 raise InputError(f"the liver mask is not on the CT's grid ({difference}); "
                                  "give a mask drawn on this CT")
+            check_mask_values(liver_mask.array, "the liver mask", liver=True)
             liver = (liver_mask.array > 0).astype(np.uint8)
             source = "given"
         elif self.liver_model is not None:

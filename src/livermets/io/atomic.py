@@ -62,6 +62,17 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+def make_folder(folder: Path) -> Path:
+    """`folder` created with its parents; an OS refusal (permission, read-only file system,
+    a file in the way) is an `InputError` saying so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {folder} ({exc.strerror or exc}); choose "
+                         "a folder you can write to") from None
+    return folder
+
+
 def _umask() -> int:
     """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)

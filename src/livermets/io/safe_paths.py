@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from livermets.errors import InputError
+from livermets.io.atomic import make_folder as make_folder  # re-exported with the helpers here
 from livermets.io.atomic import stem_without_suffix, write_text_atomic
 
 #: A name that becomes a folder: letters, digits, '.', '_' and '-', starting with a letter or
@@ -76,17 +77,6 @@ def check_out_folder(out: Path, option: str = "--out") -> None:
                 raise InputError(f"{option} {out}: {candidate} is a file, not a folder; give "
                                  "a folder")
             return
-
-
-def make_folder(folder: Path) -> Path:
-    """`folder` created with its parents; an OS refusal (permission, read-only file system,
-    a file in the way) is an `InputError` saying so."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {folder} ({exc.strerror or exc}); choose "
-                         "a folder you can write to") from None
-    return folder
 
 
 def check_not_input(target: Path, inputs: Iterable[Path], what: str, *,

@@ -358,6 +358,7 @@ def _check_run_dir(run: Path, config: TrainConfig, rows: Sequence[ManifestRow],
                           if p is not None)]
     check_not_input(run, inputs, "the run folder")
     config_path = run / "config.yaml"
+    holds_run = (run / CHECKPOINT).exists() or (run / MODEL).exists()
     if resume:
         if not (run / CHECKPOINT).is_file():
             raise InputError(f"{run} has no {CHECKPOINT} to resume from; start without --resume")
@@ -367,11 +368,10 @@ def _check_run_dir(run: Path, config: TrainConfig, rows: Sequence[ManifestRow],
         if changed:
             raise InputError(f"--resume with settings that differ from {config_path}: "
                              f"{', '.join(changed)}; resume with the run's settings")
-    elif ((run / CHECKPOINT).exists() or (run / MODEL).exists()) and not overwrite:
+    elif holds_run and not overwrite:
         raise InputError(f"{run} already holds a training run; pass --resume to continue "
                          "it or --overwrite to start again")
-    elif run.is_dir() and any(run.iterdir()) and not (run / "config.yaml").exists() and not (
-            (run / CHECKPOINT).exists() or (run / MODEL).exists()):
+    elif not holds_run and not config_path.exists() and run.is_dir() and any(run.iterdir()):
         raise InputError(f"{run} holds files but no training run (no config.yaml or "
                          "model.pt): livermets did not write it; choose another --out")
 
