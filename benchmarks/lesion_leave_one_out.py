@@ -47,6 +47,7 @@ from livermets.datasets.ircadb import import_ircadb
 from livermets.datasets.public import crlm_atlas, lits_crop
 from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.candidates import CandidateChecks, measure_candidate
+from livermets.infer.extent import DEFAULT_EXTENT_MM
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
 from livermets.infer.threshold import parse_threshold
@@ -138,13 +139,15 @@ def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
 
 
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool,
-          threshold: str | float = "otsu", outline: float | None = None) -> dict[str, Any]:
+          threshold: str | float = "otsu", outline: float | None = None,
+          extent: float | None = None) -> dict[str, Any]:
     """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
     or evaluation-plain); the per-case figures."""
-    settings = PredictSettings(threshold=threshold, outline_threshold=outline)
+    settings = PredictSettings(threshold=threshold, outline_threshold=outline,
+                               extent_mm=extent)
     if not checks:
         settings = PredictSettings(threshold=threshold, outline_threshold=outline,
-                                   candidate_checks=None)
+                                   extent_mm=extent, candidate_checks=None)
     predictor = Predictor(load_model(model, expected_task="lesion"), None, settings)
     predictions = out / ("checks" if checks else "plain")
     predict_cases(predictor, [CaseInput(r.case_id, r.image, r.liver_mask) for r in rows],
@@ -168,22 +171,25 @@ def main() -> None:
     parser.add_argument("--outline", type=float, default=None,
                         help="Grow each lesion to this lower probability (predict's "
                              "--outline-threshold).")
+    parser.add_argument("--extent-mm", type=float, default=DEFAULT_EXTENT_MM,
+                        help="Grow each lesion on the CT up to this far (mm; predict's "
+                             "--extent-mm, default as predict); 0: off.")
     args = parser.parse_args()
     threshold = parse_threshold(args.threshold)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
     trained = load_model(args.model, expected_task="lesion").record
     with_checks = score(args.model, rows, args.out, checks=True, threshold=threshold,
-                        outline=args.outline)
+                        outline=args.outline, extent=args.extent_mm or None)
     without_checks = score(args.model, rows, args.out, checks=False, threshold=threshold,
-                           outline=args.outline)
+                           outline=args.outline, extent=args.extent_mm or None)
     lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
     contrasts = lesion_contrasts(rows)
     for lesion in lesions:
         contrast = contrasts[(lesion["case_id"], lesion["lesion_id"])]
         lesion["contrast_hu"] = None if contrast is None else round(contrast, 1)
     result = {"model": str(args.model), "held_out": args.cases, "threshold": args.threshold,
-              "outline": args.outline,
+              "outline": args.outline, "extent_mm": args.extent_mm or None,
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),

@@ -46,6 +46,7 @@ from livermets.datasets.synth import generate_cohort
 from livermets.evaluate.cases import mask_overlap
 from livermets.evaluate.run import evaluate_manifest
 from livermets.infer.candidates import CandidateChecks, measure_candidate
+from livermets.infer.extent import DEFAULT_EXTENT_MM
 from livermets.infer.liver import segment_liver
 from livermets.infer.outputs import CaseInput, predict_cases
 from livermets.infer.predictor import Predictor, PredictSettings
@@ -194,6 +195,9 @@ def main() -> None:
     parser.add_argument("--outline-threshold", type=float, default=None,
                         help="Grow lesions to this probability (PredictSettings."
                              "outline_threshold; default: predict's default).")
+    parser.add_argument("--extent-mm", type=float, default=DEFAULT_EXTENT_MM,
+                        help="Grow lesions on the CT up to this far (PredictSettings."
+                             "extent_mm; default: predict's default); 0: off.")
     parser.add_argument("--lesion-model", type=Path, default=None,
                         help="Validate this lesion model (a model.pt, e.g. a recipe variant "
                              "not installed) instead of the starter one.")
@@ -207,7 +211,8 @@ def main() -> None:
                           starter_model_path("liver"),
                           PredictSettings(zoom_margin_mm=args.zoom_margin_mm,
                                           **({} if args.outline_threshold is None else
-                                             {"outline_threshold": args.outline_threshold})))
+                                             {"outline_threshold": args.outline_threshold}),
+                                          extent_mm=args.extent_mm or None))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
                              overwrite=True)
@@ -287,6 +292,7 @@ def main() -> None:
                "seconds_per_ct": round(seconds, 1), "generated_patients": args.patients,
                "zoom_margin_mm": args.zoom_margin_mm,
                "outline_threshold": predictor.settings.outline_threshold,
+               "extent_mm": predictor.settings.extent_mm,
                "lesion_model": str(args.lesion_model) if args.lesion_model else "starter",
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))

@@ -296,6 +296,9 @@ def main() -> None:
     parser.add_argument("--with-lits", action="store_true",
                         help="Data built in this run includes LiTS 117, without inserted "
                              "copies (lesion model only); hold it out with --hold-out lits117.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue an interrupted run in WORK from its last epoch "
+                             "(WORK/TASK/checkpoint.pt); a task without one starts afresh.")
     parser.add_argument("--install", action="store_true")
     parser.add_argument("--install-trained", action="store_true",
                         help="Train nothing: install the models trained earlier in WORK.")
@@ -337,7 +340,9 @@ def main() -> None:
         config = make_train_config(STARTER_SETTINGS[task] | overrides[task])
         task_manifest = task_rows(manifest, args.work, task, tuple(args.hold_out))
         tic = time.perf_counter()
-        result = train(task_manifest, args.work / task, config, overwrite=True)
+        resume = args.resume and (args.work / task / "checkpoint.pt").is_file()
+        result = train(task_manifest, args.work / task, config, resume=resume,
+                       overwrite=not resume)
         seconds = time.perf_counter() - tic
         logger.info("%s: best epoch %d, validation Dice %.3f, %.0f s", task,
                     result.best_epoch, result.best_val_dice, seconds)

@@ -372,6 +372,12 @@ def predict(
                                         "(outlines lesions marked only at their core; no new "
                                         "lesion starts below the threshold). Off: the paper's.")
     ] = None,
+    extent_mm: Annotated[
+        float, typer.Option(help="Grow each lesion found on the CT itself, up to this far (mm), "
+                                 "into the connected liver voxels darker than the midpoint "
+                                 "between it and the liver around it (whole lesions where the "
+                                 "network marks only a core). 0: off, the paper's.")
+    ] = 15.0,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
 ) -> None:
@@ -409,7 +415,8 @@ def predict(
                                    else None,
                                    batch_size=batch_size, keep_probability=probability,
                                    zoom_margin_mm=zoom_margin_mm,
-                                   outline_threshold=outline_threshold)
+                                   outline_threshold=outline_threshold,
+                                   extent_mm=extent_mm or None)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

@@ -124,7 +124,7 @@ def test_predict_from_a_manifest_with_its_liver_masks(tiny_runs: dict[str, Path]
     result = runner.invoke(app, ["predict", "--manifest", str(tiny_manifest), "--manifest-liver",
                                  "--lesion-model", str(tiny_runs["lesion"]), "--out", str(out),
                                  "--threshold", "0.5", "--no-probability",
-                                 "--no-candidate-checks"])
+                                 "--no-candidate-checks", "--extent-mm", "0"])
     assert result.exit_code == 0, result.output
     cases = json.loads(result.stdout)["cases"]
     assert len(cases) == 8 and {c["status"] for c in cases} == {"done"}
@@ -134,11 +134,13 @@ def test_predict_from_a_manifest_with_its_liver_masks(tiny_runs: dict[str, Path]
     record = json.loads((first / "run.json").read_text())
     assert record["liver"]["source"] == "given" and record["threshold"]["method"] == "fixed"
     assert record["settings"]["candidate_checks"] is None
+    assert record["settings"]["extent_mm"] is None  # --extent-mm 0: off, the paper's
     assert record["rejected_candidates"] is None
 
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--threshold", "2"], "--threshold must be in"),
+    (["--extent-mm", "-3"], "extent reach"),
     (["--lesion-model", "LIVER"], "this is a liver model; give a lesion model"),
     (["--lesion-model", "GARBAGE"], "GARBAGE.pt"),
     (["--lesion-model", "LESION", "--case-id", "a", "CT"], "go with a single input"),

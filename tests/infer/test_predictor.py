@@ -159,7 +159,7 @@ def test_liver_model_path_takes_the_largest_component() -> None:
     # No dilation: beyond this "liver" lies air, which the lesion rule (z < -2.5) would take.
     predictor = Predictor(lesion_rule(64), liver_rule(64),
                           PredictSettings(precision="fp32", keep_probability=False,
-                                          liver_dilation_mm=0.0))
+                                          liver_dilation_mm=0.0, extent_mm=None))
     result = predictor.predict(phantom.ct)
     assert result.liver_source == "model" and result.probability is None
     # The liver rule takes all soft tissue: the whole body, balls included (holes filled).

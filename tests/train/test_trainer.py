@@ -218,3 +218,15 @@ def test_a_2_5d_lesion_model_trains_records_its_context_and_predicts(
     ct, liver = read_image(row.image), read_image(row.liver_mask)  # type: ignore[arg-type]
     prediction = Predictor(saved, settings=PredictSettings(precision="fp32")).predict(ct, liver)
     assert prediction.lesions.shape == ct.shape
+
+
+def test_a_run_that_never_learns_says_so(lesion_manifest: Path, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """One short epoch: the net still predicts nothing (validation Dice 0), and the run warns
+    instead of handing over a useless model silently."""
+    config = make_train_config({"task": "lesion", **SMALL, "epochs": 1,
+                                "slices_per_epoch": 16})
+    with caplog.at_level("WARNING", logger="livermets.train.trainer"):
+        result = train(lesion_manifest, tmp_path / "run", config)
+    assert result.best_val_dice < 0.05
+    assert "did not learn to segment" in caplog.text

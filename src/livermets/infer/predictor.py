@@ -38,6 +38,12 @@ from scipy import ndimage
 from livermets.boxes import grown_box
 from livermets.errors import InputError
 from livermets.infer.candidates import CandidateChecks, CandidateMeasures, check_candidates
+from livermets.infer.extent import (
+    DEFAULT_EXTENT_MM,
+    ExtentSettings,
+    grown_from,
+    recover_extent,
+)
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
 from livermets.infer.threshold import ThresholdResult, choose_threshold
@@ -89,7 +95,10 @@ class PredictSettings:
     forward pass; `outline_threshold`: None (the paper: a lesion is its voxels above the
     threshold), or a lower probability to which each lesion found above the threshold is grown
     (its connected voxels above this value join it; no new lesion starts below the threshold),
-    so a lesion the network marks confidently only at its core is outlined whole.
+    so a lesion the network marks confidently only at its core is outlined whole;
+    `extent_mm`: each lesion (after the checks) grown on the CT itself up to this far (mm)
+    into the liver voxels darker than the midpoint between it and the parenchyma around it
+    (`infer.extent.recover_extent`; None: off, the paper's).
     """
 
     threshold: str | float = "otsu"
@@ -101,6 +110,7 @@ class PredictSettings:
     keep_probability: bool = True
     zoom_margin_mm: float | None = None
     outline_threshold: float | None = None
+    extent_mm: float | None = DEFAULT_EXTENT_MM
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
@@ -119,6 +129,8 @@ class PredictSettings:
         if self.outline_threshold is not None and not 0 < self.outline_threshold < 1:
             raise InputError(f"the outline threshold must be a probability in (0, 1), got "
                              f"{self.outline_threshold}")
+        if self.extent_mm is not None:
+            ExtentSettings(reach_mm=self.extent_mm)  # validates it
 
 
 @dataclass
@@ -262,12 +274,25 @@ class Predictor:
         labels_box = instance_labels(foreground, spacing,
                                      min_volume_mm3=self.settings.min_lesion_mm3)
         if self.settings.candidate_checks is None:
-            return FoundLesions(_placed(labels_box, box, probability.shape), threshold)
+            lesions = self._extended(labels_box, hu[box], liver_box, spacing)
+            return FoundLesions(_placed(lesions, box, probability.shape), threshold)
         checked = check_candidates(labels_box, hu[box], liver[box], spacing,
                                    self.settings.candidate_checks, probability[box])
-        return FoundLesions(_placed(checked.lesions, box, probability.shape), threshold,
+        lesions = self._extended(checked.lesions, hu[box], liver_box, spacing)
+        return FoundLesions(_placed(lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
                             checked.rejected_measures, checked.rejected_reasons)
+
+    def _extended(self, lesions: npt.NDArray[np.unsignedinteger], hu: npt.NDArray[np.generic],
+                  liver: npt.NDArray[np.bool_], spacing: tuple[float, float, float]
+                  ) -> npt.NDArray[np.unsignedinteger]:
+        """`lesions` grown to their extent on `hu` inside `liver` (`extent_mm`), renumbered by
+        decreasing volume; unchanged when `extent_mm` is None."""
+        if self.settings.extent_mm is None or not lesions.any():
+            return lesions
+        grown = recover_extent(lesions, hu, liver, spacing,
+                               ExtentSettings(reach_mm=self.settings.extent_mm))
+        return instance_labels(grown, spacing)
 
     def record(self) -> dict[str, Any]:
         """The models and settings, for run.json."""
@@ -281,7 +306,8 @@ class Predictor:
                     "candidate_checks": None if checks is None else checks.to_json(),
                     "batch_size": self.settings.batch_size, "precision": self.precision,
                     "zoom_margin_mm": self.settings.zoom_margin_mm,
-                    "outline_threshold": self.settings.outline_threshold}
+                    "outline_threshold": self.settings.outline_threshold,
+                    "extent_mm": self.settings.extent_mm}
         return {"models": models, "settings": settings}
 
 
@@ -334,16 +360,6 @@ def quantise_probability(probability: npt.NDArray[np.float32],
     if allowed is not None:
         probability[~allowed] = 0.0
     return probability
-
-
-def grown_from(seeds: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]
-               ) -> npt.NDArray[np.bool_]:
-    """The 26-connected components of `region` (z, y, x) that hold a voxel of `seeds`, plus the
-    seeds themselves: hysteresis thresholding, seeds above the high threshold and `region`
-    above the low one."""
-    components, _ = ndimage.label(region, structure=np.ones((3, 3, 3), bool))
-    kept = np.unique(components[seeds & region])
-    return np.isin(components, kept[kept > 0]) | seeds
 
 
 def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],

@@ -57,6 +57,9 @@ from livermets.types import PathLike
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+#: A best validation Dice below this means the network never left "predict nothing" (some
+#: seeds of a recipe stay there: benchmarks/RESULTS.md); the run says so.
+NOT_LEARNED_DICE = 0.05
 MODEL = "model.pt"
 #: config.yaml fields that may change when resuming (the others must match the run's).
 RESUMABLE_CHANGES = frozenset({"epochs", "threads", "num_workers"})
@@ -146,6 +149,10 @@ def train(manifest: PathLike, run_dir: PathLike, config: TrainConfig, *, resume:
     else:
         if state.bad_epochs >= config.early_stop_patience:
             stop_reason = "early stopping"
+    if env.is_main and validation and not state.best_dice >= NOT_LEARNED_DICE:
+        logger.warning("validation Dice stayed below %.2f (best epoch %d): the network did not "
+                       "learn to segment; train again with another seed (--set seed=1), a "
+                       "lower --set lr=... or more epochs", NOT_LEARNED_DICE, state.best_epoch)
     if env.is_main:
         plot_losses(state.history, run / "loss_curve.png",
                     f"{config.task} - {config.arch} ({precision})")

@@ -1,0 +1,116 @@
+"""A lesion's whole extent, recovered from the CT around the part the network marked.
+
+On real CT the lesion network often marks only a tumour's dark core: 2-67% of a found lesion's
+voxels were above the threshold on the held-out real CTs (the real-CT issue). Two ways to
+recover the rest, both starting from a lesion already found (no lesion starts here):
+
+- `grown_from`: hysteresis on the network's probability (`PredictSettings.outline_threshold`):
+  the lesion takes the connected voxels above a lower probability;
+- `recover_extent`: region growing on the CT itself (`PredictSettings.extent_mm`). A
+  hypodense metastasis is darker than the liver around it; the lesion takes the connected
+  voxels (within `reach_mm` of it, in the liver) whose smoothed HU lies closer to the lesion's
+  own median than to the surrounding parenchyma's, i.e. below the midpoint of the two. The
+  parenchyma is read in a ring beyond the reach, so a core's unmarked rim does not count as
+  liver. Lesions less than `min_contrast_hu` darker than that ring (iso- or hyperdense) are
+  left as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from livermets.boxes import grow_box
+from livermets.errors import InputError
+from livermets.types import Spacing
+
+#: `predict`'s default reach (mm): on the held-out real CTs it found more lesions and outlined
+#: them better than 10 or 25 mm (benchmarks/RESULTS.md, 2026-12-07).
+DEFAULT_EXTENT_MM = 15.0
+#: 26-connectivity in 3D.
+FULL_3D = np.ones((3, 3, 3), dtype=bool)
+
+
+def grown_from(seeds: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]
+               ) -> npt.NDArray[np.bool_]:
+    """The 26-connected components of `region` (z, y, x) that hold a voxel of `seeds`, plus the
+    seeds themselves: hysteresis thresholding, seeds above the high threshold and `region`
+    above the low one."""
+    components, _ = ndimage.label(region, structure=FULL_3D)
+    kept = np.unique(components[seeds & region])
+    return np.isin(components, kept[kept > 0]) | seeds
+
+
+@dataclass(frozen=True)
+class ExtentSettings:
+    """How far and on what a lesion grows (units in the names).
+
+    `reach_mm`: the farthest a lesion grows beyond the voxels the network marked;
+    `ring_mm`: the width of the parenchyma ring read beyond the reach; `smoothing_mm`: the
+    Gaussian sigma (in-plane and in z) applied to the HU first, against pixel noise;
+    `min_contrast_hu`: lesions less dark than this against the ring are not grown;
+    `soft_tissue_above_hu`: voxels at or below it (fat, air) never join; `cut_fraction`: where
+    between the lesion's median HU (0) and the ring's (1) the cut lies (0.5: the midpoint).
+    """
+
+    reach_mm: float = 15.0
+    ring_mm: float = 10.0
+    smoothing_mm: float = 1.0
+    min_contrast_hu: float = 10.0
+    soft_tissue_above_hu: float = -30.0
+    cut_fraction: float = 0.5
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.reach_mm <= 0 or self.ring_mm <= 0 or self.smoothing_mm < 0:
+            raise InputError("extent reach and ring must be > 0 mm and the smoothing >= 0 mm, "
+                             f"got {self.reach_mm}, {self.ring_mm}, {self.smoothing_mm}")
+
+
+def recover_extent(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic],
+                   allowed: npt.NDArray[np.bool_], spacing: Spacing,
+                   settings: ExtentSettings) -> npt.NDArray[np.integer]:
+    """`labels` (instance map 1..K, z, y, x) with each hypodense lesion grown to its extent on
+    the CT `hu` (HU, same grid); lesions grow only into `allowed` (the liver and the margin
+    lesions may occupy) and never into another lesion. Lesions are grown in label order, each
+    on the map as the earlier ones left it. A lesion whose growth reaches `reach_mm` (it goes
+    on beyond) grows again from its new outline, at most `rounds` times in all. Returns a new
+    map of the same dtype."""
+    out = labels.copy()
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        for _ in range(settings.rounds):
+            if box is None or not _grow(out, label, box, hu, allowed, spacing, settings):
+                break
+            box = ndimage.find_objects((out == label).astype(np.uint8))[0]
+    return out
+
+
+def _grow(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
+          hu: npt.NDArray[np.generic], allowed: npt.NDArray[np.bool_], spacing: Spacing,
+          settings: ExtentSettings) -> bool:
+    """Grow lesion `label` (bounding box `box`) of `labels` in place, once; whether it reached
+    the reach (its extent goes on beyond)."""
+    window = grow_box(box, spacing, settings.reach_mm + settings.ring_mm, labels.shape)
+    local = labels[window]
+    inside = local == label
+    values = hu[window].astype(np.float32)
+    if settings.smoothing_mm > 0:
+        values = ndimage.gaussian_filter(values, [settings.smoothing_mm / s for s in spacing])
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
+    free = allowed[window] & (local == 0)
+    ring = free & (distance > settings.reach_mm)
+    if not ring.any():
+        return False
+    lesion_hu = float(np.median(values[inside]))
+    liver_hu = float(np.median(values[ring]))
+    if liver_hu - lesion_hu < settings.min_contrast_hu:
+        return False
+    cut = lesion_hu + settings.cut_fraction * (liver_hu - lesion_hu)
+    region = (free & (distance <= settings.reach_mm) & (values < cut)
+              & (values > settings.soft_tissue_above_hu))
+    added = grown_from(inside, region | inside) & ~inside
+    local[added] = label
+    return bool(added.any()) and float(distance[added].max()) > settings.reach_mm - max(spacing)
