@@ -126,6 +126,9 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
 
     make_folder(out_dir)
     mark_as_ours(out_dir, "radiomics")
+    for folder in dict.fromkeys(job.table.parent for job in jobs):
+        make_folder(folder)
+        mark_as_ours(folder, "radiomics")
     record: dict[str, Any] = {
         "status": "running", "params": params, "manifest": str(Path(manifest).resolve()),
         "predictions": None if prediction_dir is None else str(prediction_dir.resolve()),
