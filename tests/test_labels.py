@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livermets.labels import connected_components, instance_labels, relabel_by_volume
+from livermets.labels import (
+    connected_components,
+    instance_labels,
+    lesion_ids,
+    relabel_by_volume,
+)
 
 
 def _diagonal_pair() -> np.ndarray:
@@ -65,3 +70,24 @@ def test_instance_map_keeps_its_instances() -> None:
     labels[0, 0, 5] = 7  # a second, separate part of lesion 7 stays with it
     out = instance_labels(labels, (1.0, 1.0, 1.0))
     assert out[0, 0].tolist() == [1, 1, 2, 0, 0, 1]
+
+
+def test_lesion_ids_keep_an_instance_maps_own_labels() -> None:
+    labels = np.zeros((1, 1, 10), np.uint16)
+    labels[0, 0, :1] = 3  # 1 voxel, the smallest
+    labels[0, 0, 2:7] = 1  # 5 voxels, the largest
+    labels[0, 0, 8:10] = 9  # 2 voxels
+    out = lesion_ids(labels, (1.0, 1.0, 1.0))
+    assert out.dtype == np.int32
+    assert out[0, 0].tolist() == [3, 0, 1, 1, 1, 1, 1, 0, 9, 9]
+    # Instances under 2 mm3 (1 voxel of 1 mm3) are dropped; the others keep their ids.
+    out = lesion_ids(labels, (1.0, 1.0, 1.0), min_volume_mm3=2.0)
+    assert out[0, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 0, 9, 9]
+    assert labels[0, 0, 0] == 3  # the input is not modified
+
+
+def test_lesion_ids_number_a_binary_masks_components_by_volume() -> None:
+    mask = np.zeros((1, 1, 10), bool)
+    mask[0, 0, :2] = True
+    mask[0, 0, 4:9] = True
+    assert lesion_ids(mask, (1.0, 1.0, 1.0))[0, 0].tolist() == [2, 2, 0, 0, 1, 1, 1, 1, 1, 0]

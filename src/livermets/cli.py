@@ -649,6 +649,46 @@ def track(
 
 
 @app.command()
+def radiomics(
+    manifest: Annotated[Path, typer.Option(help="Cohort manifest: every row's CT and "
+                                                "lesion_mask (the reference).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the feature tables.")],
+    predictions: Annotated[
+        Path | None, typer.Option(help="`livermets predict` output folder: also the predicted "
+                                       "lesions (mask_source `predicted`).")
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option(help="pyradiomics parameter YAML (replaces the CT preset).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Processes extracting CTs in parallel.")] = 1,
+    redo: Annotated[bool, typer.Option(help="Recompute CTs that finished before.")] = False,
+) -> None:
+    """IBSI-style radiomics features (pyradiomics) of every lesion of every CT.
+
+    Writes OUT/features.csv (one row per lesion: case_id, patient_id, timepoint, mask_source,
+    lesion_id, the features as pyradiomics names them, note), OUT/cases/<case_id>/<source>.csv
+    per finished CT (re-runs skip them) and OUT/radiomics.json (settings, versions, outcomes).
+    A CT that fails is reported and the others go on (exit code 2 at the end).
+    """
+
+    def body() -> dict[str, Any]:
+        from livermets.radiomics.run import radiomics_manifest
+        from livermets.radiomics.settings import load_params
+
+        chosen = load_params(params) if params is not None else None
+        result = radiomics_manifest(manifest, out, predictions=predictions, params=chosen,
+                                    workers=workers, redo=redo)
+        return {"out": str(result.out), "lesions": result.lesions,
+                "skipped_rows": result.skipped_rows,
+                "cases": [o.__dict__ for o in result.outcomes]}
+
+    summary = _run(body)
+    _print_json(summary)
+    if any(case["status"] == "failed" for case in summary["cases"]):
+        raise typer.Exit(2)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
         "demo_output"),

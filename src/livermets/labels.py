@@ -93,3 +93,34 @@ def instance_labels(
         logger.info("dropped %d component(s) under %.1f mm3 (%d voxels)", dropped,
                     min_volume_mm3, min_voxels)
     return relabelled
+
+
+def lesion_ids(
+    mask: npt.NDArray[np.generic],
+    spacing: Spacing,
+    *,
+    min_volume_mm3: float = 0.0,
+    connectivity: int = FULL_CONNECTIVITY,
+) -> npt.NDArray[np.integer]:
+    """The lesion ids a user sees everywhere (evaluate, track, radiomics), as a label map.
+
+    An instance map (values > 1 present) keeps its own labels, the user's lesion numbers, gaps
+    and order included; instances under `min_volume_mm3` (spacing (z, y, x) in mm) become
+    background. A binary mask is split into connected components numbered 1..K by decreasing
+    volume (`instance_labels`). Returns int32 labels (int64 when a label does not fit).
+    """
+    array = np.asarray(mask)
+    if not (array.size and array.max() > 1):
+        return instance_labels(array, spacing, min_volume_mm3=min_volume_mm3,
+                               connectivity=connectivity).astype(np.int32)
+    dtype = np.int32 if array.max() <= np.iinfo(np.int32).max else np.int64
+    labels: npt.NDArray[np.integer] = array.astype(dtype)
+    if min_volume_mm3 > 0:
+        min_voxels = max(1, int(np.ceil(min_volume_mm3 / float(np.prod(spacing)))))
+        counts = np.bincount(labels.ravel())
+        small = [k for k in np.nonzero(counts)[0] if k > 0 and counts[k] < min_voxels]
+        if small:
+            labels[np.isin(labels, small)] = 0
+            logger.info("dropped %d lesion(s) under %.1f mm3 (%d voxels)", len(small),
+                        min_volume_mm3, min_voxels)
+    return labels

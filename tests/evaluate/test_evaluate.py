@@ -181,3 +181,34 @@ def test_finer_size_bins(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     bad = runner.invoke(app, ["evaluate", "--manifest", str(manifest), "--predictions",
                               str(pred), "--out", str(tmp_path / "e2"), "--size-bins", "ten"])
     assert bad.exit_code == 2 and "--size-bins" in bad.stderr
+
+
+def test_reference_instance_labels_are_kept(tmp_path: Path) -> None:
+    """A user's lesion 3 stays lesion 3: labels not in volume order keep their own numbers
+    (3 the largest, 7 the middle one, 1 the smallest; 5, 2 voxels = 4 mm3 < 10 mm3, is
+    dropped); a binary reference's components are still numbered by decreasing volume."""
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    ct = _write(data / "ct.nii.gz", np.full(SHAPE, -1000, np.int16))
+    instances = _box((1, 2, 2, 4, 4), (7, 2, 20, 6, 6), (3, 15, 2, 20, 20), (5, 38, 58, 1, 1))
+    _write(data / "a_lesions.nii.gz", instances)
+    # The prediction finds 3 and 1 exactly and misses 7; its own labels are 1 and 2.
+    _write(pred / "pa_baseline" / "lesions.nii.gz", _box((1, 15, 2, 20, 20), (2, 2, 2, 4, 4)))
+    # Binary: the first component in scan order (4 x 4) is the smaller, so it becomes 2.
+    _write(data / "b_lesions.nii.gz", _box((1, 2, 2, 4, 4), (1, 20, 20, 9, 9)))
+    _write(pred / "pb_baseline" / "lesions.nii.gz", _box((1, 20, 20, 9, 9)))
+    manifest = data / "manifest.csv"
+    manifest.write_text(
+        "patient_id,center,timepoint,image,liver_mask,lesion_mask,split\n"
+        f"pa,c1,baseline,{ct.name},,a_lesions.nii.gz,valB\n"
+        f"pb,c1,baseline,{ct.name},,b_lesions.nii.gz,valB\n")
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", "--manifest", str(manifest), "--predictions",
+                                 str(pred), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    got = [(r["case_id"], r["lesion_id"], float(r["volume_ml"]), float(r["dice"]))
+           for r in _csv(out / "lesions.csv")]
+    assert got == [("pa_baseline", "1", 16 * 2 * 2 / 1000, 1.0),
+                   ("pa_baseline", "3", 400 * 2 * 2 / 1000, 1.0),
+                   ("pa_baseline", "7", 36 * 2 * 2 / 1000, 0.0),
+                   ("pb_baseline", "1", 81 * 2 * 2 / 1000, 1.0),
+                   ("pb_baseline", "2", 16 * 2 * 2 / 1000, 0.0)]

@@ -3,7 +3,9 @@
 Per reference lesion a row of `LESION_COLUMNS`; per false-positive lesion a row of
 `FALSE_POSITIVE_COLUMNS`; per case a row of `CASE_COLUMNS`. Lesions are the 26-connected
 components (or the instances of an instance map) of at least `MIN_LESION_VOLUME_MM3`, the
-same definition as on import and in `predict`.
+same definition as on import and in `predict`. Reference lesion ids are the user's: an instance
+map keeps its own labels, a binary mask's components are numbered by decreasing volume
+(`labels.lesion_ids`, as in `track` and `radiomics`).
 
 Case-level policies, for a reference without any lesion (e.g. all vanished after therapy):
 no lesion rows; its false positives still count; the voxel-level lesion Dice is 1.0 when the
@@ -26,7 +28,7 @@ from livermets.evaluate.matching import DETECTION_DICE, match_lesions
 from livermets.io.image import read_image
 from livermets.io.manifest import ManifestRow
 from livermets.io.volume import Volume
-from livermets.labels import instance_labels
+from livermets.labels import lesion_ids
 from livermets.measure import measure_lesions
 
 SMALL_MM = 20.0
@@ -104,8 +106,8 @@ def evaluate_case(row: ManifestRow, prediction_dir: Path,
     predicted = read_image(predicted_path)
     _same_grid(reference, predicted, f"{row.case_id}: the prediction")
     spacing = reference.spacing
-    reference_labels = instance_labels(reference.array, spacing,
-                                       min_volume_mm3=MIN_LESION_VOLUME_MM3)
+    reference_labels = lesion_ids(reference.array, spacing,
+                                  min_volume_mm3=MIN_LESION_VOLUME_MM3)
     predicted_labels = np.asarray(predicted.array)
     if not np.issubdtype(predicted_labels.dtype, np.integer):
         raise InputError(f"{predicted_path} is not an instance label map "

@@ -1,7 +1,8 @@
 """Lesion-level comparison of a predicted instance map with a reference one.
 
-Both maps are instance labels (z, y, x) on the same grid: 0 background, 1..K lesions (a
-binary reference is split into 26-connected components first, `labels.instance_labels`).
+Both maps are instance labels (z, y, x) on the same grid: 0 background, any positive ids (a
+reference keeps its own ids; a binary one is split into 26-connected components first,
+`labels.lesion_ids`).
 
 The rule, per reference lesion r:
 

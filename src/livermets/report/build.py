@@ -31,7 +31,7 @@ from livermets.evaluate.summary import format_detection, format_mean_sd
 from livermets.io.atomic import write_text_atomic
 from livermets.io.image import read_image
 from livermets.io.manifest import read_manifest
-from livermets.labels import instance_labels
+from livermets.labels import lesion_ids
 from livermets.measure import measure_lesions
 from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
 from livermets.report.follow_up import lesion_pairs
@@ -225,14 +225,14 @@ def _gallery(summary: Row, lesions: list[Row], case_rows: list[Row], count: int)
 
 def _overlay(row: Any, prediction_path: Path, missed: list[int]) -> Row:
     ct = read_image(row.image)
-    reference = instance_labels(read_image(row.lesion_mask).array, ct.spacing,
-                                min_volume_mm3=MIN_LESION_VOLUME_MM3)
+    reference = lesion_ids(read_image(row.lesion_mask).array, ct.spacing,
+                           min_volume_mm3=MIN_LESION_VOLUME_MM3)
     prediction = read_image(prediction_path).array
     measured = measure_lesions(reference, ct.spacing)
     if missed:
         z = measured[missed[0]].diameter_slice
-    elif measured:
-        z = measured[1].diameter_slice
+    elif measured:  # the largest lesion (the user's ids need not start at 1)
+        z = max(measured.values(), key=lambda m: (m.voxels, -m.label)).diameter_slice
     else:
         predicted = measure_lesions(prediction.astype(np.int64), ct.spacing)
         z = predicted[1].diameter_slice if predicted else ct.shape[0] // 2

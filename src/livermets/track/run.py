@@ -34,7 +34,7 @@ from livermets.io.safe_paths import (
     mark_as_ours,
 )
 from livermets.io.volume import Volume
-from livermets.labels import instance_labels
+from livermets.labels import lesion_ids
 from livermets.measure import measure_lesions
 from livermets.track.matching import (
     DEFAULT_TOLERANCE_MM,
@@ -104,9 +104,7 @@ def lesion_labels(lesions: Volume, what: str = "") -> Volume:
         name = f"the {what} lesion mask" if what else "the lesion mask"
         raise InputError(f"{name} holds {array.dtype} values; give a binary mask or an "
                          "instance label map")
-    labels = (array.astype(np.int32) if array.size and array.max() > 1
-              else instance_labels(array, lesions.spacing).astype(np.int32))
-    return lesions.with_array(labels)
+    return lesions.with_array(lesion_ids(array, lesions.spacing))
 
 
 #: DICOM tags naming the patient, in the order they are compared (IRCADb has no PatientID).

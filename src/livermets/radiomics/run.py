@@ -1,0 +1,309 @@
+"""`livermets radiomics`: the features of every lesion of every CT of a manifest.
+
+Jobs are (CT, mask source): `reference` (the manifest's `lesion_mask`) and, with
+`predictions`, `predicted` (`predict`'s `PREDICTIONS/<case_id>/lesions.nii.gz`). Each job
+writes `OUT/cases/<case_id>/<source>.csv` atomically when it finishes, so a re-run skips it
+(resume); a job that fails (a missing or damaged mask, a mask off the CT's grid) is reported
+and the others go on. At the end `OUT/features.csv` gathers every finished job's rows, in
+manifest order, and `OUT/radiomics.json` records the settings, versions, outcomes and speed.
+
+Lesion ids are the ones `evaluate` and `track` use (`labels.lesion_ids`): a reference instance
+map keeps its own labels (instances under `MIN_LESION_VOLUME_MM3` dropped, as in `evaluate`), a
+binary reference's components are numbered by decreasing volume, and predicted lesions keep
+`predict`'s ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from livermets import __version__
+from livermets.datasets.common import MIN_LESION_VOLUME_MM3
+from livermets.errors import InputError
+from livermets.io.atomic import write_csv_atomic, write_text_atomic
+from livermets.io.image import read_image
+from livermets.io.manifest import ManifestRow, check_mask_values, read_manifest
+from livermets.io.safe_paths import (
+    check_not_input,
+    check_out_folder,
+    check_replaceable,
+    child_folder,
+    make_folder,
+    mark_as_ours,
+)
+from livermets.labels import lesion_ids
+from livermets.radiomics.extract import lesion_features
+from livermets.radiomics.settings import check_params, default_params
+from livermets.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+REFERENCE, PREDICTED = "reference", "predicted"
+IDENTITY_COLUMNS = ("case_id", "patient_id", "timepoint", "mask_source", "lesion_id")
+NOTE_COLUMN = "note"
+FEATURES_FILE = "features.csv"
+RECORD_FILE = "radiomics.json"
+CASES_FOLDER = "cases"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One CT with one mask source; `table` is its per-case result file."""
+
+    case_id: str
+    patient_id: str
+    timepoint: str
+    source: str
+    image: Path
+    mask: Path
+    table: Path
+    params: dict[str, Any]
+    min_volume_mm3: float
+    single_thread: bool
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What happened to one job: `status` "done", "skipped" (finished before) or "failed"."""
+
+    case_id: str
+    source: str
+    status: str
+    lesions: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RadiomicsResult:
+    """Where the files are, each job's outcome, and the lesions in `features.csv`."""
+
+    out: Path
+    outcomes: list[JobOutcome]
+    lesions: int
+    skipped_rows: list[str]
+
+
+def radiomics_manifest(manifest: PathLike, out: PathLike, *,
+                       predictions: PathLike | None = None,
+                       params: dict[str, Any] | None = None, workers: int = 1,
+                       redo: bool = False, progress: bool = True) -> RadiomicsResult:
+    """Features of every lesion of every CT of `manifest` into `out` (module docstring).
+
+    `params`: pyradiomics settings (default: `settings.DEFAULT_PARAMS`); `workers`: processes
+    (1: in this process); `redo`: recompute finished jobs. `InputError`, before any work, for a
+    bad manifest, a missing predictions folder, unsafe output paths, settings other than those
+    of the finished jobs in `out` (without `redo`), or nothing to extract.
+    """
+    out_dir = Path(out)
+    params = default_params() if params is None else params
+    check_params(params)
+    if workers < 1:
+        raise InputError(f"--workers {workers}: give 1 or more processes")
+    prediction_dir = Path(predictions) if predictions is not None else None
+    if prediction_dir is not None and not prediction_dir.is_dir():
+        raise InputError(f"{prediction_dir}: no such predictions folder")
+    rows = read_manifest(manifest)
+    inputs = [Path(manifest), *(p for r in rows for p in (r.image, r.liver_mask, r.lesion_mask)
+                                if p is not None)]
+    if prediction_dir is not None:
+        inputs.append(prediction_dir)
+    _check_out(out_dir, inputs, params, redo)
+    jobs, skipped_rows = _jobs(rows, out_dir, prediction_dir, params, inputs, workers > 1)
+    if not jobs:
+        raise InputError(f"{manifest}: no row has a lesion_mask (and no --predictions); "
+                         "nothing to extract")
+
+    make_folder(out_dir)
+    mark_as_ours(out_dir, "radiomics")
+    for folder in dict.fromkeys(job.table.parent for job in jobs):
+        make_folder(folder)
+        mark_as_ours(folder, "radiomics")
+    record: dict[str, Any] = {
+        "status": "running", "params": params, "manifest": str(Path(manifest).resolve()),
+        "predictions": None if prediction_dir is None else str(prediction_dir.resolve()),
+        "workers": workers, "versions": _versions()}
+    write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    tic = time.perf_counter()
+    outcomes = _run_jobs(jobs, workers, redo=redo, progress=progress)
+    seconds = time.perf_counter() - tic
+    rows_out, columns = _gather([j for j, o in zip(jobs, outcomes, strict=True)
+                                 if o.status != "failed"])
+    write_csv_atomic(out_dir / FEATURES_FILE, rows_out, columns)
+    computed = sum(o.lesions or 0 for o in outcomes if o.status == "done")
+    record |= {"status": "finished", "lesions": len(rows_out),
+               "outcomes": [asdict(o) for o in outcomes], "skipped_rows": skipped_rows,
+               "timing": {"seconds": round(seconds, 2), "lesions_computed": computed,
+                          "lesions_per_second": round(computed / seconds, 3)
+                          if computed and seconds > 0 else None}}
+    write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    return RadiomicsResult(out_dir, outcomes, len(rows_out), skipped_rows)
+
+
+def _check_out(out: Path, inputs: Sequence[Path], params: dict[str, Any], redo: bool) -> None:
+    """`out` is a folder, no input, and (when it holds anything) ours, computed with `params`
+    unless `redo`."""
+    check_out_folder(out)
+    check_not_input(out, inputs, "the radiomics folder", holding=False)
+    for name in (FEATURES_FILE, RECORD_FILE):
+        check_not_input(out / name, inputs, "the output file", holding=False)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    check_replaceable(out)
+    record_path = out / RECORD_FILE
+    if redo or not record_path.is_file():
+        return
+    try:
+        earlier = json.loads(record_path.read_text(encoding="utf-8")).get("params")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        earlier = None
+    if earlier != params:
+        raise InputError(f"{out} holds features computed with other settings (see "
+                         f"{record_path}); use another --out, or --redo to recompute them all")
+
+
+def _jobs(rows: Sequence[ManifestRow], out: Path, predictions: Path | None,
+          params: dict[str, Any], inputs: Sequence[Path], single_thread: bool
+          ) -> tuple[list[Job], list[str]]:
+    """The jobs in manifest order (reference before predicted) and the rows without any."""
+    jobs, skipped = [], []
+    cases = out / CASES_FOLDER
+    for row in rows:
+        masks = []
+        if row.lesion_mask is not None:
+            masks.append((REFERENCE, row.lesion_mask, MIN_LESION_VOLUME_MM3))
+        if predictions is not None:
+            masks.append((PREDICTED, predictions / row.case_id / "lesions.nii.gz", 0.0))
+        if not masks:
+            skipped.append(row.case_id)
+            continue
+        folder = child_folder(cases, row.case_id, "case id")
+        check_not_input(folder, inputs, "the case folder")
+        check_replaceable(folder)
+        for source, mask, min_volume in masks:
+            jobs.append(Job(row.case_id, row.patient_id, row.timepoint, source, row.image,
+                            mask, folder / f"{source}.csv", params, min_volume, single_thread))
+    return jobs, skipped
+
+
+def _run_jobs(jobs: Sequence[Job], workers: int, *, redo: bool, progress: bool
+              ) -> list[JobOutcome]:
+    """Each job's outcome, in `jobs` order; finished ones skipped unless `redo`."""
+    outcomes: dict[int, JobOutcome] = {}
+    pending = []
+    for index, job in enumerate(jobs):
+        if job.table.is_file() and not redo:
+            outcomes[index] = JobOutcome(job.case_id, job.source, "skipped")
+        else:
+            pending.append(index)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(pending), desc="radiomics", unit="CT", file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True)
+    try:
+        if workers == 1 or len(pending) <= 1:
+            for index in pending:
+                outcomes[index] = _report(run_job(jobs[index]))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+            with ProcessPoolExecutor(max_workers=min(workers, len(pending)),
+                                     mp_context=context) as pool:
+                futures: dict[Future[JobOutcome], int] = {
+                    pool.submit(run_job, jobs[index]): index for index in pending}
+                for future in as_completed(futures):
+                    outcomes[futures[future]] = _report(future.result())
+                    bar.update()
+    finally:
+        bar.close()
+    return [outcomes[index] for index in range(len(jobs))]
+
+
+def _report(outcome: JobOutcome) -> JobOutcome:
+    if outcome.status == "failed":
+        logger.error("%s (%s): %s", outcome.case_id, outcome.source, outcome.error)
+    else:
+        logger.info("%s (%s): %d lesion(s) in %.1f s", outcome.case_id, outcome.source,
+                    outcome.lesions or 0, outcome.seconds or 0.0)
+    return outcome
+
+
+def run_job(job: Job) -> JobOutcome:
+    """Extract one job's features into `job.table` (atomically); never raises: a failure is
+    the outcome's `error`."""
+    tic = time.perf_counter()
+    try:
+        if job.single_thread:
+            import SimpleITK as sitk
+
+            sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
+        rows = _job_rows(job)
+    except InputError as error:
+        return JobOutcome(job.case_id, job.source, "failed", error=str(error))
+    except Exception as error:  # one CT's failure never stops the cohort
+        return JobOutcome(job.case_id, job.source, "failed",
+                          error=f"{type(error).__name__}: {error}")
+    return JobOutcome(job.case_id, job.source, "done", lesions=len(rows),
+                      seconds=round(time.perf_counter() - tic, 2))
+
+
+def _job_rows(job: Job) -> list[dict[str, Any]]:
+    if not job.mask.is_file():
+        hint = ("run `livermets predict` for it first" if job.source == PREDICTED
+                else "fix the manifest")
+        raise InputError(f"{job.mask} not found; {hint}")
+    ct = read_image(job.image)
+    mask = read_image(job.mask)
+    difference = ct.geometry.difference(mask.geometry)
+    if difference is not None:
+        raise InputError(f"the {job.source} lesion mask {job.mask} is not on the CT's grid "
+                         f"({difference})")
+    check_mask_values(mask.array, f"the {job.source} lesion mask {job.mask}", liver=False)
+    labels = lesion_ids(mask.array, ct.spacing, min_volume_mm3=job.min_volume_mm3)
+    identity = {"case_id": job.case_id, "patient_id": job.patient_id,
+                "timepoint": job.timepoint, "mask_source": job.source}
+    rows = []
+    columns: dict[str, None] = {}
+    for lesion in lesion_features(ct, labels, job.params):
+        columns |= dict.fromkeys(lesion.features)
+        rows.append(identity | {"lesion_id": lesion.lesion_id} | lesion.features
+                    | {NOTE_COLUMN: lesion.note})
+    write_csv_atomic(job.table, rows, [*IDENTITY_COLUMNS, *columns, NOTE_COLUMN])
+    return rows
+
+
+def _gather(jobs: Sequence[Job]) -> tuple[list[dict[str, str]], list[str]]:
+    """Every row of the jobs' tables, in order, and the union of their columns (features in
+    the order first met, `note` last)."""
+    rows: list[dict[str, str]] = []
+    features: dict[str, None] = {}
+    for job in jobs:
+        with job.table.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            features |= dict.fromkeys(c for c in reader.fieldnames or ()
+                                      if c not in IDENTITY_COLUMNS and c != NOTE_COLUMN)
+            rows.extend(reader)
+    return rows, [*IDENTITY_COLUMNS, *features, NOTE_COLUMN]
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the libraries the features depend on."""
+    import platform
+
+    import numpy
+    import radiomics
+    import SimpleITK
+
+    return {"livermets": __version__, "pyradiomics": str(radiomics.__version__),
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "SimpleITK": SimpleITK.Version_VersionString()}
