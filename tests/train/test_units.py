@@ -171,12 +171,36 @@ def test_learning_rate_halves_after_5_bad_epochs_and_training_stops_after_10() -
             break
         lrs.append(optimizer.param_groups[0]["lr"])
         scheduler.step(loss)
-        state.add(EpochRecord(epoch, loss, loss, 0.0, lrs[-1], 0.0))
+        state.add(EpochRecord(epoch, loss, loss, 0.5, lrs[-1], 0.0))  # it has learned
     assert state.best_epoch == 2 and state.best_loss == 0.9
     # Epochs 3-7 do not improve (5 in a row): epoch 8 is the first at half the rate.
     assert lrs[:7] == [1e-3] * 7
     assert lrs[7] == pytest.approx(5e-4)
     assert stopped_after == 12  # 10 epochs (3-12) without improvement
+
+
+def test_epochs_before_the_network_learns_do_not_count_towards_early_stopping() -> None:
+    """Validation Dice 0 for epochs 1-14 (loss best at epoch 4), then 0.3 from epoch 15 on,
+    the loss never better than epoch 4's: the 10 bad epochs are 15-24, so training stops after
+    epoch 24, not after 14. A checkpoint's history replays to the same state."""
+    from livermets.train.records import EpochRecord
+    from livermets.train.trainer import TrainingState
+
+    patience = make_train_config({}).early_stop_patience
+    state = TrainingState()
+    losses = [0.9, 0.8, 0.7, 0.5] + [0.6] * 26
+    stopped_after = None
+    for epoch, loss in enumerate(losses, start=1):
+        if state.bad_epochs >= patience:
+            stopped_after = epoch - 1
+            break
+        state.add(EpochRecord(epoch, loss, loss, 0.0 if epoch < 15 else 0.3, 1e-3, 0.0))
+        if epoch == 14:
+            assert state.bad_epochs == 0 and not state.learned
+    assert stopped_after == 24 and state.best_epoch == 4
+    replayed = TrainingState.from_json(state.to_json())
+    assert (replayed.bad_epochs, replayed.best_epoch, replayed.best_loss, replayed.learned) == (
+        state.bad_epochs, state.best_epoch, state.best_loss, True)
 
 
 def test_balance_centers_gives_each_centre_an_equal_share() -> None:

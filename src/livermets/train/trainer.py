@@ -204,6 +204,9 @@ class TrainingState:
     """The history, the best epoch so far and the epochs since it (what a checkpoint restores).
 
     Training stops before the next epoch once `bad_epochs` reaches `early_stop_patience`.
+    Epochs before the network first reaches a validation Dice of `NOT_LEARNED_DICE` do not
+    count: some runs predict nothing for 10-15 epochs before they start to learn, and early
+    stopping on the validation loss used to end them just as they did (benchmarks/RESULTS.md).
     """
 
     def __init__(self) -> None:
@@ -213,6 +216,7 @@ class TrainingState:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.improved = False
+        self.learned = False
 
     @property
     def epoch(self) -> int:
@@ -220,11 +224,13 @@ class TrainingState:
 
     def add(self, record: EpochRecord) -> None:
         self.history.append(record)
+        # Without validation (Dice NaN) every epoch counts, as before.
+        self.learned = self.learned or not record.val_dice < NOT_LEARNED_DICE
         self.improved = record.val_loss < self.best_loss
         if self.improved:
             self.best_loss, self.best_dice = record.val_loss, record.val_dice
             self.best_epoch, self.bad_epochs = record.epoch, 0
-        else:
+        elif self.learned:
             self.bad_epochs += 1
 
     def to_json(self) -> str:
@@ -234,11 +240,11 @@ class TrainingState:
 
     @classmethod
     def from_json(cls, text: str) -> TrainingState:
-        data = json.loads(text)
+        """The state after the saved history, replayed epoch by epoch (so a checkpoint of an
+        earlier version resumes under today's early-stopping rule)."""
         state = cls()
-        state.history = [EpochRecord(**r) for r in data["history"]]
-        state.best_loss, state.best_dice = data["best_loss"], data["best_dice"]
-        state.best_epoch, state.bad_epochs = data["best_epoch"], data["bad_epochs"]
+        for record in json.loads(text)["history"]:
+            state.add(EpochRecord(**record))
         return state
 
 
