@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -85,7 +85,8 @@ def resnet18_imagenet_file() -> Path:
     if not cached.is_file():
         logger.info("fetching %s into %s", RESNET18_URL, folder)
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # torch announces the download there
+            # torch announces the download on stdout (the CLI's JSON): our log line says it
+            with contextlib.redirect_stdout(io.StringIO()):
                 torch.hub.load_state_dict_from_url(
                     RESNET18_URL, check_hash=True, map_location="cpu", weights_only=True
                 )
