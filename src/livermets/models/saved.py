@@ -28,6 +28,7 @@ from torch import nn
 
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path
+from livermets.models.encoder_unet import EncoderUNet
 from livermets.models.files import read_torch_file
 from livermets.models.registry import MODEL_NAMES, create_model, model_options, network_class
 from livermets.models.state import first_mismatch, shapes_of
@@ -169,7 +170,8 @@ def _build(arch: str, options: Mapping[str, Any]) -> nn.Module:
     if source == unloaded:
         return create_model(arch, **options)
     model = create_model(arch, **{**options, _WEIGHTS_OPTION: unloaded})
-    model.encoder_source = str(source)
+    if isinstance(model, EncoderUNet):
+        model.encoder_source = str(source)
     return model
 
 
