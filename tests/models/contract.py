@@ -35,6 +35,10 @@ class ModelContract:
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(self.batch, 1, side, side, generator=generator)
 
+    def saved_options(self, model: nn.Module) -> dict[str, Any]:
+        """The options a saved `model` stores: every option, defaults filled in."""
+        return {**model_options(self.arch), **self.options}
+
     def test_output_is_one_logit_map_per_slice(self) -> None:
         model = self.build()
         out = model(self.images())
@@ -123,7 +127,7 @@ class ModelContract:
         assert not loaded.model.training
         assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
         assert loaded.arch == self.arch and loaded.task == "lesion"
-        assert loaded.options == {**model_options(self.arch), **self.options}
+        assert loaded.options == self.saved_options(model)
         assert loaded.preprocessing == {"image_size": self.size, "standardise": "liver z-score"}
         assert loaded.record == {"epochs": 3}
         images = self.images()

@@ -5,20 +5,28 @@ from __future__ import annotations
 import pytest
 
 from livermets.errors import InputError
-from livermets.models import MODEL_NAMES, ResNet18UNet, UNet, create_model, model_options
+from livermets.models import (
+    MODEL_NAMES,
+    MobileNetV2UNet,
+    ResNet18UNet,
+    UNet,
+    create_model,
+    model_options,
+)
 
 
 def test_names_and_classes() -> None:
-    assert MODEL_NAMES == ("unet", "resnet18-unet")
+    assert MODEL_NAMES == ("unet", "resnet18-unet", "mobilenetv2-unet")
     assert isinstance(create_model("unet", base_width=2), UNet)
     assert isinstance(create_model("resnet18-unet"), ResNet18UNet)
+    assert isinstance(create_model("mobilenetv2-unet", encoder_weights="random"), MobileNetV2UNet)
 
 
 def test_unknown_name_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match="unknown model architecture 'vnet'") as caught:
         create_model("vnet")
     assert isinstance(caught.value, InputError)
-    assert "valid names: unet, resnet18-unet" in str(caught.value)
+    assert "valid names: unet, resnet18-unet, mobilenetv2-unet" in str(caught.value)
 
 
 def test_options_with_defaults() -> None:
@@ -29,6 +37,7 @@ def test_options_with_defaults() -> None:
         "in_channels": 1, "encoder_weights": None, "decoder_batch_norm": True,
         "upsample": "nearest",
     }  # fmt: skip
+    assert model_options("mobilenetv2-unet") == model_options("resnet18-unet")
 
 
 @pytest.mark.parametrize(

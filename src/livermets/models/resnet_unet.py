@@ -14,47 +14,31 @@ cost. Note the encoder then sees z-scored CT, not ImageNet-normalised RGB (as in
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from pathlib import Path
-
-import torch
 from torch import nn
 
-from livermets.errors import InputError
-from livermets.models.files import read_torch_file, sha256_file
-from livermets.models.layers import (
-    UpBlock,
-    check_input_size,
-    check_positive_int,
-    check_upsample,
-    init_head,
-    kaiming_init,
-)
+from livermets.models.encoder_unet import EncoderUNet
+from livermets.models.imagenet import IMAGENET, resnet18_imagenet_file
+from livermets.models.layers import check_positive_int, check_upsample
+from livermets.models.pretrained import RANDOM, check_weights_channels, load_rgb_encoder
 from livermets.models.resnet import FEATURE_CHANNELS, ResNet18Encoder
-from livermets.models.state import first_mismatch, shapes_of
 from livermets.types import PathLike
 
-logger = logging.getLogger(__name__)
-
 ARCH = "resnet18-unet"
-SIZE_MULTIPLE = 32
-"""Height and width must be multiples of 32 pixels (five stride-2 stages)."""
-DECODER_WIDTHS: tuple[int, ...] = (256, 128, 64, 32, 16)
 RANDOM_ENCODER = "random initialisation (no --encoder-weights)"
-IMAGENET_CHANNELS = 3
 IGNORED_KEYS: tuple[str, ...] = ("fc.weight", "fc.bias")
 """Keys of a torchvision ResNet-18 file that are not part of the encoder (the classifier)."""
 _WEIGHTS_HINT = "give a torchvision ResNet-18 state dict (.pth), e.g. resnet18-f37072fd.pth"
 
 
-class ResNet18UNet(nn.Module):
+class ResNet18UNet(EncoderUNet):
     """ResNet-18 encoder + U-Net decoder: (N, in_channels, H, W) -> logits (N, 1, H, W).
 
     Options (keyword-only):
         in_channels: input channels (1: one standardised CT slice).
         encoder_weights: a local torchvision-format ResNet-18 state dict to load into the
-            encoder (ImageNet weights); None keeps the random initialisation.
+            encoder (ImageNet weights); "imagenet": torchvision's published file from the torch
+            hub cache, fetched there if absent (`models.imagenet.resnet18_imagenet_file`);
+            None or "random" keeps the random initialisation.
         decoder_batch_norm: conv-BN-ReLU in the decoder (`segmentation_models`' default) or
             conv-ReLU.
         upsample: "nearest" (Keras `UpSampling2D`'s default) or "bilinear".
@@ -64,6 +48,10 @@ class ResNet18UNet(nn.Module):
     where the encoder's weights came from (for the run record). H and W must be multiples of 32.
     """
 
+    ARCH = ARCH
+    ENCODER = "ResNet-18"
+    UNLOADED_WEIGHTS = None
+
     def __init__(
         self,
         *,
@@ -72,50 +60,25 @@ class ResNet18UNet(nn.Module):
         decoder_batch_norm: bool = True,
         upsample: str = "nearest",
     ) -> None:
-        super().__init__()
+        if encoder_weights is not None and str(encoder_weights) == RANDOM:
+            encoder_weights = None
         in_channels = check_positive_int("in_channels", in_channels)
-        upsample = check_upsample(upsample)
-        if encoder_weights is not None and in_channels not in (1, IMAGENET_CHANNELS):
-            raise InputError(
-                f"ImageNet encoder weights need in_channels 1 or 3, got {in_channels}; "
-                "use in_channels 1 for CT or drop --encoder-weights"
-            )
-        self.decoder_batch_norm = bool(decoder_batch_norm)
-        self.upsample = upsample
-        self.encoder = ResNet18Encoder(in_channels)
-        skips = (*FEATURE_CHANNELS[-2::-1], 0)  # 256, 128, 64, 64, then no skip
-        inputs = (FEATURE_CHANNELS[-1], *DECODER_WIDTHS[:-1])
-        self.decoder = nn.ModuleList(
-            UpBlock(cin, skip, cout, batch_norm=self.decoder_batch_norm, upsample=upsample)
-            for cin, skip, cout in zip(inputs, skips, DECODER_WIDTHS, strict=True)
-        )
-        self.head = nn.Conv2d(DECODER_WIDTHS[-1], 1, kernel_size=1)
-        kaiming_init(self)
-        init_head(self.head)
-        self.encoder_source: str = RANDOM_ENCODER
-        """Where the encoder's weights came from: RANDOM_ENCODER or "<file> (sha256 <hex>)"."""
+        check_weights_channels(
+            in_channels, uses_weights=encoder_weights is not None,
+            random_hint="drop --encoder-weights",
+        )  # fmt: skip
+        super().__init__(
+            ResNet18Encoder(in_channels), FEATURE_CHANNELS,  # skips 256, 128, 64, 64, then none
+            decoder_batch_norm=decoder_batch_norm, upsample=check_upsample(upsample),
+            random_source=RANDOM_ENCODER,
+        )  # fmt: skip
         if encoder_weights is not None:
+            if str(encoder_weights) == IMAGENET:
+                encoder_weights = resnet18_imagenet_file()
             self.encoder_source = load_encoder_weights(self.encoder, encoder_weights)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """(N, in_channels, H, W) standardised slices -> (N, 1, H, W) logits."""
-        check_input_size(image, SIZE_MULTIPLE, ARCH)
-        *skips, x = self.encoder(image)
-        for block, skip in zip(self.decoder, [*reversed(skips), None], strict=True):
-            x = block(x, skip)
-        return self.head(x)
 
-    def describe(self) -> str:
-        """One line for the run record."""
-        norm = "conv-BN-ReLU" if self.decoder_batch_norm else "conv-ReLU"
-        widths = "-".join(str(width) for width in DECODER_WIDTHS)
-        return (
-            f"{ARCH}: ResNet-18 encoder + U-Net decoder ({widths}, {norm}, {self.upsample} "
-            f"up-sampling); encoder: {self.encoder_source}"
-        )
-
-
-def load_encoder_weights(encoder: ResNet18Encoder, path: PathLike) -> str:
+def load_encoder_weights(encoder: nn.Module, path: PathLike) -> str:
     """Load a torchvision ResNet-18 state dict file into `encoder`; return "<name> (sha256 <hex>)".
 
     `fc.*` is ignored; a missing `*.num_batches_tracked` (files saved before PyTorch 0.4.1) is
@@ -123,25 +86,7 @@ def load_encoder_weights(encoder: ResNet18Encoder, path: PathLike) -> str:
     has one input channel. Raises InputError naming the first missing key, unexpected key or
     shape difference, or saying why the file cannot be read.
     """
-    file = Path(path)
-    state = read_torch_file(file, what="encoder weights file", hint=_WEIGHTS_HINT)
-    if not isinstance(state, Mapping):
-        raise InputError(
-            f"{file} holds a {type(state).__name__}, not a state dict; {_WEIGHTS_HINT}"
-        )
-    own = encoder.state_dict()
-    expected = shapes_of(own)
-    conv1 = tuple(own["conv1.weight"].shape)
-    expected["conv1.weight"] = (conv1[0], IMAGENET_CHANNELS, *conv1[2:])
-    optional = {key for key in expected if key.endswith(".num_batches_tracked")}
-    problem = first_mismatch(expected, state, ignored=IGNORED_KEYS, optional=optional)
-    if problem is not None:
-        raise InputError(f"{file} is not a torchvision ResNet-18 state dict: {problem}")
-    weights = {key: state.get(key, own[key]) for key in expected}
-    if conv1[1] == 1:
-        rgb = weights["conv1.weight"].to(own["conv1.weight"].dtype)
-        weights["conv1.weight"] = rgb.sum(dim=1, keepdim=True)
-    encoder.load_state_dict(weights)
-    source = f"{file.name} (sha256 {sha256_file(file)})"
-    logger.info("loaded ResNet-18 encoder weights from %s", source)
-    return source
+    return load_rgb_encoder(
+        encoder, path, first_conv="conv1.weight", network="torchvision ResNet-18",
+        hint=_WEIGHTS_HINT, ignored=IGNORED_KEYS,
+    )  # fmt: skip

@@ -9,8 +9,9 @@ a `torch.save`d dict:
 
 Only strings, ints and tensors: `load_model` reads it with `torch.load(weights_only=True)`, so a
 model file can never run code. Weights may be stored as float16 (half the size) and come back
-as float32. An `encoder_weights` file named in the options is replaced by "<name> (sha256 <hex>)"
-on saving: its weights are in the state dict, so loading never needs the original file.
+as float32. An `encoder_weights` file named in the options (or the ImageNet weights a network
+loads by default) is replaced by "<name> (sha256 <hex>)" on saving: its weights are in the state
+dict, so loading never needs the original file.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from torch import nn
 
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path
+from livermets.models.encoder_unet import EncoderUNet
 from livermets.models.files import read_torch_file
-from livermets.models.registry import MODEL_NAMES, create_model, model_options
-from livermets.models.resnet_unet import ResNet18UNet
+from livermets.models.registry import MODEL_NAMES, create_model, model_options, network_class
 from livermets.models.state import first_mismatch, shapes_of
 from livermets.types import PathLike
 
@@ -40,6 +41,8 @@ FORMAT_VERSION = 1
 """The newest format version this livermets writes and reads."""
 TASKS: tuple[str, ...] = ("liver", "lesion")
 _WEIGHTS_OPTION = "encoder_weights"
+_UNLOADED = "UNLOADED_WEIGHTS"
+"""Class attribute of a network with an encoder: the encoder_weights value that reads no file."""
 _JSON_FIELDS: tuple[str, ...] = ("options", "preprocessing", "record")
 _HINT = "give the model.pt that `livermets train` wrote"
 
@@ -160,23 +163,29 @@ def load_model(
 
 
 def _build(arch: str, options: Mapping[str, Any]) -> nn.Module:
-    """create_model for stored options: a described encoder_weights is restored as a record only."""
-    source = options.get(_WEIGHTS_OPTION)
-    if source is None:
+    """create_model for stored options: a described encoder_weights is restored as a record only
+    (the network is built without reading any weights file; the state dict holds them)."""
+    unloaded = getattr(network_class(arch), _UNLOADED, None)
+    source = options.get(_WEIGHTS_OPTION, unloaded)
+    if source == unloaded:
         return create_model(arch, **options)
-    model = create_model(arch, **{**options, _WEIGHTS_OPTION: None})
-    if isinstance(model, ResNet18UNet):
+    model = create_model(arch, **{**options, _WEIGHTS_OPTION: unloaded})
+    if isinstance(model, EncoderUNet):
         model.encoder_source = str(source)
     return model
 
 
 def _portable_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
-    """`options` with an encoder_weights path replaced by the model's "<name> (sha256 <hex>)"."""
-    if options.get(_WEIGHTS_OPTION) is None:
+    """`options` with encoder_weights (a path, "imagenet" or a packaged default) replaced by
+    the model's "<name> (sha256 <hex>)" record, unless it built the net without any file."""
+    if _WEIGHTS_OPTION not in options:
         return options
-    if not isinstance(model, ResNet18UNet):
+    if options[_WEIGHTS_OPTION] == getattr(type(model), _UNLOADED, None):
+        return options
+    source = getattr(model, "encoder_source", None)
+    if not isinstance(source, str):
         raise ValueError(f"option {_WEIGHTS_OPTION} is set but the model has no encoder")
-    return {**options, _WEIGHTS_OPTION: model.encoder_source}
+    return {**options, _WEIGHTS_OPTION: source}
 
 
 def _storable(tensor: torch.Tensor, *, half: bool) -> torch.Tensor:
