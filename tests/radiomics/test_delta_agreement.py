@@ -37,12 +37,13 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """2 patients x 2 time points (64 x 64 x 24); predictions: the reference masks, except
-    the first CT's lesion 2 dropped and its lesion 1 grown by one voxel; `track` on both."""
+    """2 patients x 2 time points (64 x 64 x 24) in a study's layout: predictions
+    (`predictions/unet`) are the reference masks, except the first CT's lesion 2 dropped and
+    its lesion 1 grown by one voxel; `track` on both (`track/reference`, `track/unet`)."""
     root = tmp_path_factory.mktemp("delta")
     manifest = generate_cohort(root / "cohort", patients=2, seed=0, matrix=64,
                                slices=24).manifest
-    predictions = root / "pred"
+    predictions = root / "predictions" / "unet"
     for index, row in enumerate(_csv(manifest)):
         case = predictions / f"{row['patient_id']}_{row['timepoint']}"
         case.mkdir(parents=True)
@@ -54,13 +55,13 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             grown = ndimage.binary_dilation(labels == 1) & (labels == 0)
             labels[grown] = 1
         write_image(mask.with_array(labels), case / "lesions.nii.gz")
-    track_manifest(manifest, root / "track_reference")
-    track_manifest(manifest, root / "track_predicted", predictions=predictions)
+    track_manifest(manifest, root / "track" / "reference")
+    track_manifest(manifest, root / "track" / "unet", predictions=predictions)
     params = root / "params.yaml"
     params.write_text(PARAMS)
-    return {"manifest": manifest, "predictions": predictions, "params": params,
-            "track_reference": root / "track_reference",
-            "track_predicted": root / "track_predicted"}
+    return {"root": root, "manifest": manifest, "predictions": predictions, "params": params,
+            "track_reference": root / "track" / "reference",
+            "track_predicted": root / "track" / "unet"}
 
 
 def _invoke(*args: str) -> tuple[int, dict, str]:
