@@ -47,6 +47,12 @@ def test_study_runs_every_stage_and_resumes(tiny_manifest: Path, tmp_path: Path)
     assert all(r["recist_category"] in {"CR", "PR", "SD", "PD"}
                for r in follow_up["reference"].values())
     assert "Follow-up: lesion matching and response" in html
+    # Radiomics: reference and No-TL masks, delta over the tracked pairs, and the agreement.
+    radiomics = record["radiomics"]
+    assert radiomics["predicted"] == "unet" and radiomics["lesions"] > 0
+    assert (out / "radiomics" / "features.csv").is_file()
+    assert radiomics["delta_pairs"] is not None and (out / "radiomics" / "delta.csv").is_file()
+    assert "Radiomics: robustness of the features to automatic segmentation" in html
 
     # Resuming: every finished stage is reused, nothing is trained or predicted again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/model.pt")}

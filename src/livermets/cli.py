@@ -666,6 +666,11 @@ def radiomics(
     params: Annotated[
         Path | None, typer.Option(help="pyradiomics parameter YAML (replaces the CT preset).")
     ] = None,
+    tracking: Annotated[
+        list[Path] | None, typer.Option(help="`livermets track` output folder (repeatable): "
+                                             "OUT/delta.csv, each feature's change over its "
+                                             "persistent lesion pairs.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Processes extracting CTs in parallel.")] = 1,
     redo: Annotated[bool, typer.Option(help="Recompute CTs that finished before.")] = False,
 ) -> None:
@@ -674,6 +679,10 @@ def radiomics(
     Writes OUT/features.csv (one row per lesion: case_id, patient_id, timepoint, mask_source,
     lesion_id, the features as pyradiomics names them, note), OUT/cases/<case_id>/<source>.csv
     per finished CT (re-runs skip them) and OUT/radiomics.json (settings, versions, outcomes).
+    With --tracking, OUT/delta.csv (per persistent pair, each feature's change); with
+    --predictions and reference masks, OUT/agreement.csv (per feature, ICC(3,1) of predicted
+    vs reference over the detected lesions) and OUT/agreement_summary.csv (per class, the
+    share of features with ICC >= 0.75 and >= 0.9).
     A CT that fails is reported and the others go on (exit code 2 at the end).
     """
 
@@ -683,9 +692,10 @@ def radiomics(
 
         chosen = load_params(params) if params is not None else None
         result = radiomics_manifest(manifest, out, predictions=predictions, params=chosen,
-                                    workers=workers, redo=redo)
+                                    tracking=tracking or (), workers=workers, redo=redo)
         return {"out": str(result.out), "lesions": result.lesions,
-                "skipped_rows": result.skipped_rows,
+                "skipped_rows": result.skipped_rows, "delta_pairs": result.delta_pairs,
+                "agreement_pairs": result.agreement_pairs,
                 "cases": [o.__dict__ for o in result.outcomes]}
 
     summary = _run(body)

@@ -12,13 +12,18 @@
    lesion Dice (Wilcoxon signed-rank on the same reference lesions).
 6. Follow-up, for cohorts with both time points: `track` on the reference masks and on the
    first model's predictions (`OUT/track/`), RECIST categories side by side.
-7. `OUT/report.html` with both evaluations, the comparisons, the follow-up and the training
-   curves.
+7. Radiomics (`OUT/radiomics/`): the features of every lesion of the reference masks and of
+   the first model's (No-TL) predicted masks, `livermets radiomics` with `--predictions` and,
+   when step 6 ran, `--tracking` on its folders: features.csv, agreement.csv (ICC(3,1) of
+   predicted vs reference per feature), delta.csv. Skipped when no CT has a reference mask.
+8. `OUT/report.html` with both evaluations, the comparisons, the follow-up, the radiomics
+   agreement and the training curves.
 
 Layout: `OUT/runs/{liver,unet,resnet18-unet}`, `OUT/predictions/<arch>/`,
-`OUT/evaluations/<arch>/`, `OUT/study.json`, `OUT/report.html`. Interrupted, it resumes: a
-finished training run (its run.json) is reused, an interrupted one continues from its
-checkpoint, finished prediction cases are skipped; evaluation and report are cheap and redone.
+`OUT/evaluations/<arch>/`, `OUT/track/`, `OUT/radiomics/`, `OUT/study.json`,
+`OUT/report.html`. Interrupted, it resumes: a finished training run (its run.json) is reused,
+an interrupted one continues from its checkpoint, finished prediction and radiomics cases are
+skipped; evaluation and report are cheap and redone.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import read_manifest, validate_manifest
 from livermets.io.safe_paths import check_not_input, check_out_folder, make_folder
 from livermets.models.saved import load_model
+from livermets.radiomics.run import radiomics_manifest
+from livermets.radiomics.settings import check_params, default_params
 from livermets.report.build import build_report
 from livermets.track.run import track_manifest
 from livermets.train.trainer import CHECKPOINT, MODEL, train
@@ -60,7 +67,8 @@ class StudySettings:
     """Training settings for the liver and lesion models (`TrainConfig` fields) and the rest.
 
     `common` applies to every model; `liver` and `lesion` to one task; `archs`: the lesion
-    networks to compare; `liver_model`: a trained liver model to use instead of training one.
+    networks to compare; `liver_model`: a trained liver model to use instead of training one;
+    `radiomics*`: the radiomics stage.
     """
 
     common: Mapping[str, Any] = field(default_factory=dict)
@@ -69,6 +77,11 @@ class StudySettings:
     archs: tuple[str, ...] = LESION_ARCHS
     liver_model: Path | None = None
     report_cases: int = 6
+    #: The radiomics stage: on or off, its pyradiomics settings (None: the CT preset) and
+    #: its worker processes.
+    radiomics: bool = True
+    radiomics_params: Mapping[str, Any] | None = None
+    radiomics_workers: int = 2
 
 
 Progress = Callable[[str], None]
@@ -109,11 +122,12 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     tp1 = {arch: tp1_train_vs_test(folder, training_patients)
            for arch, folder in evaluations.items()}
     follow_up = _follow_up(manifest_path, root, rows, settings.archs[:1], say)
+    radiomics = radiomics_stage(manifest_path, root, rows, settings, say)
     record = {"manifest": str(manifest_path.resolve()), "liver_model": str(liver),
               "archs": list(settings.archs), "evaluations": {k: str(v) for k, v in
                                                            evaluations.items()},
               "model_comparisons": comparisons, "tp1_train_vs_test": tp1,
-              "follow_up": follow_up,
+              "follow_up": follow_up, "radiomics": radiomics,
               "settings": {"common": dict(settings.common), "liver": dict(settings.liver),
                            "lesion": dict(settings.lesion)}}
     write_text_atomic(root / "study.json", json.dumps(record, indent=2) + "\n")
@@ -123,6 +137,7 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
                           cases=settings.report_cases, model_comparisons=comparisons,
                           tp1_comparisons={k: v for k, v in tp1.items() if v},
                           follow_up=follow_up,
+                          radiomics=root / "radiomics" if radiomics else None,
                           runs=runs, title="livermets study: No-TL vs TL lesion models")
     say(f"report: {report}")
     return report
@@ -145,6 +160,35 @@ def _follow_up(manifest: Path, root: Path, rows: list[Any], archs: tuple[str, ..
     return out
 
 
+def radiomics_stage(manifest: Path, root: Path, rows: list[Any], settings: StudySettings,
+               say: Progress) -> dict[str, Any] | None:
+    """`radiomics` on the reference masks and the first model's predictions, with delta over
+    the study's tracking folders; None when off or no CT has a reference mask."""
+    if not settings.radiomics or not settings.archs:
+        return None
+    if not any(row.lesion_mask is not None for row in rows):
+        say("radiomics: skipped (no CT has a reference lesion mask)")
+        return None
+    arch = settings.archs[0]
+    tracking = [folder for folder in (root / "track" / "reference", root / "track" / arch)
+                if any(folder.glob("*/matches.csv")) or any(folder.glob("*/*/matches.csv"))]
+    say(f"radiomics: features of the reference and {arch} lesions"
+        + (", delta over the tracked pairs" if tracking else ""))
+    params = dict(settings.radiomics_params or default_params())
+    result = radiomics_manifest(manifest, root / "radiomics",
+                                predictions=root / "predictions" / arch, params=params,
+                                tracking=tracking, workers=settings.radiomics_workers,
+                                progress=False)
+    failed = [f"{o.case_id} ({o.source}): {o.error}" for o in result.outcomes
+              if o.status == "failed"]
+    for line in failed:
+        say(f"  radiomics failed for {line}")
+    say(f"  {result.lesions} lesions; {result.agreement_pairs or 0} pairs for the agreement")
+    return {"folder": str(result.out), "predicted": arch, "lesions": result.lesions,
+            "agreement_pairs": result.agreement_pairs, "delta_pairs": result.delta_pairs,
+            "failed": failed}
+
+
 def _check_before_work(root: Path, rows: list[Any], settings: StudySettings) -> None:
     """Every argument checked before anything is written or trained (`InputError`): the
     study folder, each model's settings, the masks (grid and values) and a given liver
@@ -158,6 +202,9 @@ def _check_before_work(root: Path, rows: list[Any], settings: StudySettings) -> 
         make_train_config({**settings.common, **settings.lesion, "task": "lesion",
                            "arch": arch})
     validate_manifest(rows)
+    if settings.radiomics:
+        check_params(dict(settings.radiomics_params or default_params()),
+                     "the study's radiomics settings")
     if settings.liver_model is not None:
         load_model(settings.liver_model, expected_task="liver")
 

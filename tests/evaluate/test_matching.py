@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livermets.evaluate.matching import LesionScore, match_lesions
+from livermets.evaluate.matching import LesionPair, LesionScore, match_lesions, paired_lesions
 
 ISO = (1.0, 1.0, 1.0)
 
@@ -113,3 +113,24 @@ def test_bad_input() -> None:
         match_lesions(np.zeros((1, 1, 3), np.int32), np.zeros((1, 1, 4), np.int32), ISO)
     with pytest.raises(ValueError, match="integer instance map"):
         match_lesions(np.zeros((1, 1, 3)), np.zeros((1, 1, 3), np.int32), ISO)
+
+
+def test_pairs_take_the_largest_overlap_and_need_a_detection() -> None:
+    ref = _line(32, (1, 0, 10), (2, 12, 20), (3, 22, 24))
+    # 5 and 6 split lesion 1 (8 and 2 shared voxels); 7 and 8 share 4 voxels each with 2 (7
+    # also covers 10-11, outside every lesion); 9 covers 1 of lesion 3's 2 voxels and 7 more.
+    pred = _line(32, (6, 0, 2), (5, 2, 10), (7, 10, 16), (8, 16, 20), (9, 23, 31))
+    pairs = paired_lesions(ref, pred, ISO)
+    # Lesion 1: region 10 voxels, all inside: Dice 1. Lesion 2: region 10, TP 8, FP 2, FN 0:
+    # Dice 16 / 18; the tie between 7 and 8 goes to 7. Lesion 3: TP 1, FP 7, FN 1: Dice
+    # 2 / 10 = 0.2, not above 0.2: no pair.
+    assert pairs == [LesionPair(1, 5, 1.0), LesionPair(2, 7, pytest.approx(16 / 18))]
+
+
+def test_a_merged_prediction_pairs_with_one_lesion_only() -> None:
+    ref = _line(8, (1, 0, 4), (2, 5, 7))
+    pred = _line(8, (3, 0, 7))  # 4 voxels shared with lesion 1, 2 with lesion 2
+    # Voxel 4 is 1 mm from both lesions: it goes to the lower id, 1 (TP 4, FP 1: Dice 8 / 9).
+    # Lesion 2 is detected (Dice 1 on its share) but 3 already went to lesion 1.
+    assert _scores(match_lesions(ref, pred, ISO))[2].detected()
+    assert paired_lesions(ref, pred, ISO) == [LesionPair(1, 3, pytest.approx(8 / 9))]

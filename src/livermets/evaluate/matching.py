@@ -18,6 +18,11 @@ The rule, per reference lesion r:
   recall 0 (a missed lesion is a failure, not a missing value).
 - **Detected**: Dice > `detection_dice` (0.2, the paper's).
 - **False positives**: predicted lesions that overlap no reference lesion.
+- **Pairs** (`paired_lesions`, for comparing per-lesion values such as radiomics features):
+  each predicted lesion goes to the reference lesion it shares the most voxels with (ties: the
+  lower id); a reference lesion chosen by several predicted lesions keeps the one sharing the
+  most voxels with it (ties: the lower id); a pair counts when its reference lesion is
+  detected. One-to-one: neither lesion appears in two pairs.
 
 These are pure functions on arrays: no files, no torch.
 """
@@ -116,6 +121,38 @@ def match_lesions(reference: npt.NDArray[np.integer], prediction: npt.NDArray[np
     touched = {p for (_, p) in overlaps}
     false_positives = tuple(int(p) for p in np.unique(prediction) if p > 0 and p not in touched)
     return LesionMatch(tuple(scores), false_positives)
+
+
+@dataclass(frozen=True)
+class LesionPair:
+    """A detected reference lesion and the predicted lesion paired with it; `dice` is the
+    reference lesion's (over its whole predicted region, as in `LesionScore`)."""
+
+    reference_id: int
+    predicted_id: int
+    dice: float
+
+
+def paired_lesions(reference: npt.NDArray[np.integer], prediction: npt.NDArray[np.integer],
+                   spacing: Spacing, *, detection_dice: float = DETECTION_DICE
+                   ) -> list[LesionPair]:
+    """One-to-one pairs of detected reference lesions and predicted lesions (module rules),
+    in reference id order; the arguments as for `match_lesions`."""
+    match = match_lesions(reference, prediction, spacing)
+    overlaps = _overlap_pairs(np.asarray(reference).astype(np.int64, copy=False),
+                              np.asarray(prediction).astype(np.int64, copy=False))
+    # Each predicted lesion's reference lesion: most shared voxels, then the lower id.
+    chosen: dict[int, int] = {}
+    for (r, p), shared in sorted(overlaps.items()):
+        if p not in chosen or shared > overlaps[(chosen[p], p)]:
+            chosen[p] = r
+    best: dict[int, int] = {}  # reference id -> its predicted lesion
+    for p, r in sorted(chosen.items()):
+        if r not in best or overlaps[(r, p)] > overlaps[(r, best[r])]:
+            best[r] = p
+    return [LesionPair(score.reference_id, best[score.reference_id], score.dice)
+            for score in match.scores
+            if score.reference_id in best and score.detected(detection_dice)]
 
 
 def _overlap_pairs(reference: npt.NDArray[np.integer], prediction: npt.NDArray[np.integer]

@@ -7,6 +7,13 @@ writes `OUT/cases/<case_id>/<source>.csv` atomically when it finishes, so a re-r
 and the others go on. At the end `OUT/features.csv` gathers every finished job's rows, in
 manifest order, and `OUT/radiomics.json` records the settings, versions, outcomes and speed.
 
+With `tracking` (`track` output folders), `OUT/delta.csv` holds each feature's change over
+every persistent pair (`delta`). When a CT has both sources, its lesion pairs (a detected
+reference lesion and its predicted lesion, `evaluate.matching.paired_lesions`) are kept in
+`OUT/cases/<case_id>/pairs.csv` (recomputed when either source is), and `OUT/agreement.csv`
+holds each feature's ICC(3,1) over all pairs, `OUT/agreement_summary.csv` the share of
+features with ICC >= 0.75 and >= 0.9 per class (`agreement`).
+
 Lesion ids are the ones `evaluate` and `track` use (`labels.lesion_ids`): a reference instance
 map keeps its own labels (instances under `MIN_LESION_VOLUME_MM3` dropped, as in `evaluate`), a
 binary reference's components are numbered by decreasing volume, and predicted lesions keep
@@ -42,6 +49,21 @@ from livermets.io.safe_paths import (
     mark_as_ours,
 )
 from livermets.labels import lesion_ids
+from livermets.radiomics.agreement import (
+    AGREEMENT_COLUMNS,
+    PAIR_COLUMNS,
+    SUMMARY_COLUMNS,
+    agreement_rows,
+    agreement_summary,
+    case_pairs,
+)
+from livermets.radiomics.delta import (
+    MaskOwner,
+    TrackedPair,
+    delta_columns,
+    delta_rows,
+    tracked_pairs,
+)
 from livermets.radiomics.extract import lesion_features
 from livermets.radiomics.settings import check_params, default_params
 from livermets.types import PathLike
@@ -53,7 +75,12 @@ IDENTITY_COLUMNS = ("case_id", "patient_id", "timepoint", "mask_source", "lesion
 NOTE_COLUMN = "note"
 FEATURES_FILE = "features.csv"
 RECORD_FILE = "radiomics.json"
+DELTA_FILE = "delta.csv"
+AGREEMENT_FILE = "agreement.csv"
+AGREEMENT_SUMMARY_FILE = "agreement_summary.csv"
+PAIRS_FILE = "pairs.csv"
 CASES_FOLDER = "cases"
+OUTPUT_FILES = (FEATURES_FILE, RECORD_FILE, DELTA_FILE, AGREEMENT_FILE, AGREEMENT_SUMMARY_FILE)
 
 
 @dataclass(frozen=True)
@@ -92,18 +119,25 @@ class RadiomicsResult:
     outcomes: list[JobOutcome]
     lesions: int
     skipped_rows: list[str]
+    #: Rows of delta.csv (None: no `tracking`) and lesion pairs behind agreement.csv (None:
+    #: no CT with both sources).
+    delta_pairs: int | None = None
+    agreement_pairs: int | None = None
 
 
 def radiomics_manifest(manifest: PathLike, out: PathLike, *,
                        predictions: PathLike | None = None,
-                       params: dict[str, Any] | None = None, workers: int = 1,
+                       params: dict[str, Any] | None = None,
+                       tracking: Sequence[PathLike] = (), workers: int = 1,
                        redo: bool = False, progress: bool = True) -> RadiomicsResult:
     """Features of every lesion of every CT of `manifest` into `out` (module docstring).
 
-    `params`: pyradiomics settings (default: `settings.DEFAULT_PARAMS`); `workers`: processes
-    (1: in this process); `redo`: recompute finished jobs. `InputError`, before any work, for a
-    bad manifest, a missing predictions folder, unsafe output paths, settings other than those
-    of the finished jobs in `out` (without `redo`), or nothing to extract.
+    `params`: pyradiomics settings (default: `settings.DEFAULT_PARAMS`); `tracking`: `track`
+    output folders, for delta.csv; `workers`: processes (1: in this process); `redo`:
+    recompute finished jobs. `InputError`, before any work, for a bad manifest, a missing
+    predictions folder, a tracking folder that is not `track`'s or tracked other masks, unsafe
+    output paths, settings other than those of the finished jobs in `out` (without `redo`),
+    or nothing to extract.
     """
     out_dir = Path(out)
     params = default_params() if params is None else params
@@ -118,11 +152,15 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
                                 if p is not None)]
     if prediction_dir is not None:
         inputs.append(prediction_dir)
+    inputs += [Path(folder) for folder in tracking]
     _check_out(out_dir, inputs, params, redo)
     jobs, skipped_rows = _jobs(rows, out_dir, prediction_dir, params, inputs, workers > 1)
     if not jobs:
         raise InputError(f"{manifest}: no row has a lesion_mask (and no --predictions); "
                          "nothing to extract")
+    owners = {job.mask.resolve(): MaskOwner(job.case_id, job.patient_id, job.source)
+              for job in jobs}
+    pairs = [pair for folder in tracking for pair in tracked_pairs(Path(folder), owners)]
 
     make_folder(out_dir)
     mark_as_ours(out_dir, "radiomics")
@@ -132,6 +170,7 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
     record: dict[str, Any] = {
         "status": "running", "params": params, "manifest": str(Path(manifest).resolve()),
         "predictions": None if prediction_dir is None else str(prediction_dir.resolve()),
+        "tracking": [str(Path(folder).resolve()) for folder in tracking],
         "workers": workers, "versions": _versions()}
     write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     tic = time.perf_counter()
@@ -140,6 +179,20 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
     rows_out, columns = _gather([j for j, o in zip(jobs, outcomes, strict=True)
                                  if o.status != "failed"])
     write_csv_atomic(out_dir / FEATURES_FILE, rows_out, columns)
+    names = [c for c in columns if c not in IDENTITY_COLUMNS and c != NOTE_COLUMN]
+    by_lesion = {(r["case_id"], r["mask_source"], r["lesion_id"]): r for r in rows_out}
+    if tracking:
+        write_csv_atomic(out_dir / DELTA_FILE, delta_rows(pairs, by_lesion, names),
+                         delta_columns(names))
+        record["delta"] = _delta_record(pairs)
+    else:
+        (out_dir / DELTA_FILE).unlink(missing_ok=True)  # an earlier run's, now stale
+    agreement = _agreement(jobs, outcomes, by_lesion, names, out_dir, redo=redo)
+    if agreement is not None:
+        record["agreement"] = agreement
+    else:
+        for name in (AGREEMENT_FILE, AGREEMENT_SUMMARY_FILE):
+            (out_dir / name).unlink(missing_ok=True)
     computed = sum(o.lesions or 0 for o in outcomes if o.status == "done")
     record |= {"status": "finished", "lesions": len(rows_out),
                "outcomes": [asdict(o) for o in outcomes], "skipped_rows": skipped_rows,
@@ -147,7 +200,63 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
                           "lesions_per_second": round(computed / seconds, 3)
                           if computed and seconds > 0 else None}}
     write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
-    return RadiomicsResult(out_dir, outcomes, len(rows_out), skipped_rows)
+    return RadiomicsResult(out_dir, outcomes, len(rows_out), skipped_rows,
+                           delta_pairs=len(pairs) if tracking else None,
+                           agreement_pairs=None if agreement is None
+                           else agreement["lesion_pairs"])
+
+
+def _delta_record(pairs: Sequence[TrackedPair]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        counts[pair.source] = counts.get(pair.source, 0) + 1
+    return {"file": DELTA_FILE, "pairs": len(pairs), "pairs_by_source": counts}
+
+
+def _agreement(jobs: Sequence[Job], outcomes: Sequence[JobOutcome],
+               features: dict[tuple[str, str, str], dict[str, str]], names: Sequence[str],
+               out: Path, *, redo: bool) -> dict[str, Any] | None:
+    """agreement.csv and agreement_summary.csv over the lesion pairs of every CT whose two
+    sources finished; their record, or None when no CT has both."""
+    finished: dict[str, dict[str, tuple[Job, JobOutcome]]] = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if outcome.status != "failed":
+            finished.setdefault(job.case_id, {})[job.source] = (job, outcome)
+    both = {case: sources for case, sources in finished.items() if len(sources) == 2}
+    if not both:
+        return None
+    pairs: list[tuple[dict[str, str], dict[str, str]]] = []
+    failed: dict[str, str] = {}
+    for case_id, sources in both.items():
+        (reference, ref_outcome), (predicted, pred_outcome) = (sources[REFERENCE],
+                                                               sources[PREDICTED])
+        table = reference.table.parent / PAIRS_FILE
+        try:
+            if redo or not table.is_file() or "done" in (ref_outcome.status,
+                                                         pred_outcome.status):
+                found = case_pairs(reference.mask, predicted.mask,
+                                   reference_min_mm3=reference.min_volume_mm3)
+                write_csv_atomic(table, [{"reference_lesion_id": p.reference_id,
+                                          "predicted_lesion_id": p.predicted_id,
+                                          "dice": round(p.dice, 4)} for p in found],
+                                 PAIR_COLUMNS)
+            with table.open(newline="", encoding="utf-8") as file:
+                case_rows = list(csv.DictReader(file))
+        except Exception as error:  # one CT's failure never stops the cohort
+            failed[case_id] = f"{type(error).__name__}: {error}"
+            logger.error("%s: no lesion pairs for the agreement: %s", case_id, error)
+            continue
+        for row in case_rows:
+            a = features.get((case_id, REFERENCE, row["reference_lesion_id"]))
+            b = features.get((case_id, PREDICTED, row["predicted_lesion_id"]))
+            if a is not None and b is not None:
+                pairs.append((a, b))
+    rows = agreement_rows(pairs, names)
+    summary = agreement_summary(rows)
+    write_csv_atomic(out / AGREEMENT_FILE, rows, AGREEMENT_COLUMNS)
+    write_csv_atomic(out / AGREEMENT_SUMMARY_FILE, summary, SUMMARY_COLUMNS)
+    return {"file": AGREEMENT_FILE, "cases": len(both) - len(failed),
+            "lesion_pairs": len(pairs), "failed_cases": failed, "summary": summary}
 
 
 def _check_out(out: Path, inputs: Sequence[Path], params: dict[str, Any], redo: bool) -> None:
@@ -155,7 +264,7 @@ def _check_out(out: Path, inputs: Sequence[Path], params: dict[str, Any], redo: 
     unless `redo`."""
     check_out_folder(out)
     check_not_input(out, inputs, "the radiomics folder", holding=False)
-    for name in (FEATURES_FILE, RECORD_FILE):
+    for name in OUTPUT_FILES:
         check_not_input(out / name, inputs, "the output file", holding=False)
     if not out.is_dir() or not any(out.iterdir()):
         return

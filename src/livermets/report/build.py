@@ -35,6 +35,7 @@ from livermets.labels import lesion_ids
 from livermets.measure import measure_lesions
 from livermets.report.figures import case_overlay, detection_by_size, dice_boxplot, waterfall
 from livermets.report.follow_up import lesion_pairs
+from livermets.report.radiomics import radiomics_context
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
                  model_comparisons: list[Row] | None = None,
                  runs: list[Path] | None = None,
                  tp1_comparisons: dict[str, Row] | None = None,
-                 follow_up: dict[str, Any] | None = None) -> Path:
+                 follow_up: dict[str, Any] | None = None,
+                 radiomics: PathLike | None = None) -> Path:
     """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML).
 
     `model_comparisons`: rows from `study.compare_models`; `tp1_comparisons`: per model, the
     `study.tp1_train_vs_test` result; `runs`: training run folders whose loss curves
-    (loss_curve.png) are shown.
+    (loss_curve.png) are shown; `radiomics`: a `livermets radiomics` folder, for the section on
+    the features' robustness to automatic segmentation (`report.radiomics`).
     """
     if not evaluations:
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
@@ -68,6 +71,7 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
         version=__version__, evaluations=contexts, model_comparisons=model_comparisons or [],
         tp1_comparisons=tp1_comparisons or {},
         follow_up=_follow_up_context(follow_up),
+        radiomics=radiomics_context(Path(radiomics)) if radiomics is not None else None,
         curves=[{"name": run.name, "uri": _png_uri(run / "loss_curve.png")}
                 for run in runs or []])
     target = Path(out)

@@ -6,6 +6,7 @@
 - `case_overlay`: one axial CT slice with the reference lesions' contours (green), the
   predicted ones (red, dashed) and missed reference lesions circled in yellow (their Figures 3-4).
 - `lesion_gallery`: one crop per lesion (or candidate) with its outline and caption.
+- `icc_by_class`: the ICC(3,1) of each radiomics feature per feature class.
 
 matplotlib only (Agg backend); no torch.
 """
@@ -148,4 +149,28 @@ def waterfall(reference_pct: dict[str, float], predicted_pct: dict[str, float]) 
     axes.set_ylabel("target sum change (%)")
     axes.set_title("Response per patient (RECIST 1.1, liver)")
     axes.legend(fontsize=7)
+    return to_data_uri(figure)
+
+
+def icc_by_class(icc: dict[str, list[float]], thresholds: Sequence[float] = (0.75, 0.9)
+                 ) -> str:
+    """ICC(3,1) of each feature (points) and their spread (box) per feature class, with dashed
+    lines at `thresholds`; `icc`: {class: ICCs of its features} (classes without any left out)."""
+    names = [name for name, values in icc.items() if values]
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 1.5), 3.6))
+    positions = np.arange(1, len(names) + 1)
+    if names:
+        axes.boxplot([icc[n] for n in names], positions=positions, widths=0.5,
+                     showfliers=False)
+        rng = np.random.default_rng(0)
+        for p, name in zip(positions, names, strict=True):
+            axes.scatter(p + rng.uniform(-0.12, 0.12, len(icc[name])), icc[name], s=10,
+                         alpha=0.6)
+    for level in thresholds:
+        axes.axhline(level, color="black", linestyle="--", linewidth=0.8)
+    axes.set_xticks(positions, [f"{n}\n(n={len(icc[n])})" for n in names])
+    low = min([0.0, *(v for n in names for v in icc[n])])
+    axes.set_ylim(max(-1.05, low - 0.05), 1.05)
+    axes.set_ylabel("ICC(3,1), predicted vs reference")
+    axes.set_title("Feature robustness to automatic segmentation")
     return to_data_uri(figure)
