@@ -9,8 +9,8 @@ and lesion settings:
   `resnet18-f37072fd.pth` is already in the torch hub cache (it is skipped, never downloaded).
 The TL nets see the lesion task's liver z-scored CT on one channel (the stem's RGB kernels
 summed). The other input of the issue, the CT window scaled to [0, 1] then ImageNet's mean and
-SD on three channels, needs a training setting for the input normalisation that `TrainConfig`
-does not have yet; add its runs to `RUNS` when it does.
+SD on three channels, gives the same stem features but for the window's clipping
+(`benchmarks/tl_input.py`), so it has no run here.
 
 Prints one JSON line per run (per-epoch train loss, validation loss and Dice, seconds) and
 writes `OUT/tl_convergence.json`, `OUT/tl_convergence.png` (validation Dice and loss against

