@@ -140,11 +140,11 @@ def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
 
 def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool,
           threshold: str | float = "otsu", outline: float | None = None,
-          extent: float | None = None) -> dict[str, Any]:
+          extent: float | None = None, recheck: bool = False) -> dict[str, Any]:
     """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
     or evaluation-plain); the per-case figures."""
     settings = PredictSettings(threshold=threshold, outline_threshold=outline,
-                               extent_mm=extent)
+                               extent_mm=extent, recheck_grown=recheck)
     if not checks:
         settings = PredictSettings(threshold=threshold, outline_threshold=outline,
                                    extent_mm=extent, candidate_checks=None)
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--outline", type=float, default=None,
                         help="Grow each lesion to this lower probability (predict's "
                              "--outline-threshold).")
+    parser.add_argument("--recheck-grown", action="store_true",
+                        help="predict's --recheck-grown (with the checks only).")
     parser.add_argument("--extent-mm", type=float, default=DEFAULT_EXTENT_MM,
                         help="Grow each lesion on the CT up to this far (mm; predict's "
                              "--extent-mm, default as predict); 0: off.")
@@ -180,7 +182,8 @@ def main() -> None:
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
     trained = load_model(args.model, expected_task="lesion").record
     with_checks = score(args.model, rows, args.out, checks=True, threshold=threshold,
-                        outline=args.outline, extent=args.extent_mm or None)
+                        outline=args.outline, extent=args.extent_mm or None,
+                        recheck=args.recheck_grown)
     without_checks = score(args.model, rows, args.out, checks=False, threshold=threshold,
                            outline=args.outline, extent=args.extent_mm or None)
     lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
@@ -190,6 +193,7 @@ def main() -> None:
         lesion["contrast_hu"] = None if contrast is None else round(contrast, 1)
     result = {"model": str(args.model), "held_out": args.cases, "threshold": args.threshold,
               "outline": args.outline, "extent_mm": args.extent_mm or None,
+              "recheck_grown": args.recheck_grown,
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),

@@ -384,6 +384,12 @@ def predict(
                                  "between it and the liver around it (whole lesions where the "
                                  "network marks only a core). 0: off, the paper's.")
     ] = 15.0,
+    recheck_grown: Annotated[
+        bool, typer.Option(help="Grow each candidate that failed only the contrast check (its "
+                                "ring can be a tumour's own rim) to its extent and check it "
+                                "again; kept when it passes. Off by default "
+                                "(benchmarks/RESULTS.md).")
+    ] = False,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
 ) -> None:
@@ -422,7 +428,8 @@ def predict(
                                    batch_size=batch_size, keep_probability=probability,
                                    zoom_margin_mm=zoom_margin_mm,
                                    outline_threshold=outline_threshold,
-                                   extent_mm=extent_mm or None)
+                                   extent_mm=extent_mm or None,
+                                   recheck_grown=recheck_grown)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

@@ -123,3 +123,36 @@ def test_predictor_extent_mm_grows_lesions_and_is_validated() -> None:
     assert grown.record()["settings"]["extent_mm"] == 10.0
     with pytest.raises(InputError, match="reach"):
         PredictSettings(extent_mm=0.0)
+
+
+def test_second_chance_rescues_a_dark_core_and_not_plain_liver() -> None:
+    """Candidate 1: the core (radius 3 mm) of a 40 HU sphere of radius 8 mm in 100 HU liver;
+    its 5 mm shell lies inside the sphere, so it fails the contrast check (0 HU). Grown, it is
+    the sphere and its shell is liver (60 HU darker): kept. Candidate 2: a ball of plain liver
+    (100 HU, no contrast): it does not grow and stays rejected."""
+    from livermets.infer.candidates import CandidateChecks, check_candidates
+    from livermets.infer.extent import second_chance
+
+    hu = np.full(SHAPE, 100.0, np.float32)
+    tumour = _ball(CENTRE, 8.0)
+    hu[tumour] = 40.0
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[_ball(CENTRE, 3.0)] = 1
+    labels[_ball((20.0, 24.0, 40.0), 3.0)] = 2  # plain liver, 16 mm to the side
+    liver = np.ones(SHAPE, np.uint8)
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    checks = CandidateChecks()
+    checked = check_candidates(labels, hu, liver, SPACING, checks, probability)
+    assert int(checked.lesions.max()) == 0 and checked.rejected_reasons == [
+        ["contrast"], ["contrast"]]
+    rescued = second_chance(checked, hu, liver > 0, SPACING, checks, ExtentSettings(),
+                            probability)
+    assert int(rescued.lesions.max()) == 1 and rescued.rejected_reasons == [["contrast"]]
+    overlap = np.count_nonzero((rescued.lesions == 1) & tumour)
+    assert overlap / tumour.sum() > 0.85 and overlap / np.count_nonzero(rescued.lesions) > 0.99
+    np.testing.assert_array_equal(rescued.rejected == 1, labels == 2)
+    assert len(rescued.lesion_measures) == 1 and len(rescued.rejected_measures) == 1
+    assert rescued.lesion_measures[0].contrast_hu is not None
+    assert rescued.lesion_measures[0].contrast_hu >= 50
+    with pytest.raises(InputError, match="recheck-grown"):
+        PredictSettings(recheck_grown=True, extent_mm=None)

@@ -141,6 +141,7 @@ def test_predict_from_a_manifest_with_its_liver_masks(tiny_runs: dict[str, Path]
 @pytest.mark.parametrize(("extra", "message"), [
     (["--threshold", "2"], "--threshold must be in"),
     (["--extent-mm", "-3"], "extent reach"),
+    (["--recheck-grown", "--extent-mm", "0"], "--recheck-grown needs"),
     (["--lesion-model", "LIVER"], "this is a liver model; give a lesion model"),
     (["--lesion-model", "GARBAGE"], "GARBAGE.pt"),
     (["--lesion-model", "LESION", "--case-id", "a", "CT"], "go with a single input"),

@@ -12,7 +12,9 @@ recover the rest, both starting from a lesion already found (no lesion starts he
   own median than to the surrounding parenchyma's, i.e. below the midpoint of the two. The
   parenchyma is read in a ring beyond the reach, so a core's unmarked rim does not count as
   liver. Lesions less than `min_contrast_hu` darker than that ring (iso- or hyperdense) are
-  left as they are.
+  left as they are;
+- `second_chance` (`PredictSettings.recheck_grown`): a candidate the contrast check rejected
+  (its 5 mm shell can be a tumour's own unmarked rim) is grown so and checked again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from scipy import ndimage
 
 from livermets.boxes import grow_box
 from livermets.errors import InputError
+from livermets.infer.candidates import CandidateChecks, CheckedCandidates, measure_candidate
+from livermets.labels import smallest_label_dtype
 from livermets.types import Spacing
 
 #: `predict`'s default reach (mm): on the held-out real CTs it found more lesions and outlined
@@ -114,3 +118,50 @@ def _grow(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
     added = grown_from(inside, region | inside) & ~inside
     local[added] = label
     return bool(added.any()) and float(distance[added].max()) > settings.reach_mm - max(spacing)
+
+
+def second_chance(checked: CheckedCandidates, hu: npt.NDArray[np.generic],
+                  liver: npt.NDArray[np.bool_], spacing: Spacing, checks: CandidateChecks,
+                  settings: ExtentSettings,
+                  probability: npt.NDArray[np.floating] | None = None) -> CheckedCandidates:
+    """`checked` with each candidate that failed only the contrast check grown on the CT
+    (`recover_extent`, the other candidates blocking) and measured again: kept, grown, when it
+    then passes every check.
+
+    The contrast check's blind spot: when the network marks only a tumour's dark core, the
+    5 mm shell it compares with is the tumour's own unmarked rim, and a real tumour fails. Grown
+    to its extent, its shell is liver. A vessel or plain liver does not grow (less than
+    `min_contrast_hu` darker than the ring beyond the reach) and fails again. Arrays (z, y, x)
+    on one grid; `liver` > 0 inside. Lesions stay numbered first to last as before, the rescued
+    ones after them; the rejected ones keep their order.
+    """
+    lesions = checked.lesions.astype(np.int64)
+    rejected = checked.rejected
+    rescued: list[int] = []
+    measures = list(checked.lesion_measures)
+    for index, reasons in enumerate(checked.rejected_reasons, start=1):
+        if reasons != ["contrast"]:
+            continue
+        one = (rejected == index).astype(np.uint8)
+        blocked = (lesions > 0) | ((rejected > 0) & (rejected != index))
+        grown = recover_extent(one, hu, liver & ~blocked, spacing, settings)
+        if np.count_nonzero(grown) == np.count_nonzero(one):
+            continue
+        box = ndimage.find_objects(grown)[0]
+        measure = measure_candidate(grown, 1, box, hu, liver, spacing, checks, probability)
+        if not measure.failures(checks):
+            lesions[grown > 0] = int(lesions.max()) + 1
+            rescued.append(index)
+            measures.append(measure)
+    if not rescued:
+        return checked
+    kept = [i for i in range(1, len(checked.rejected_reasons) + 1) if i not in rescued]
+    lookup = np.zeros(len(checked.rejected_reasons) + 1, dtype=np.int64)
+    lookup[kept] = np.arange(1, len(kept) + 1)
+    dtype = smallest_label_dtype(int(lesions.max()))
+    return CheckedCandidates(
+        lesions=lesions.astype(dtype),
+        rejected=lookup[rejected].astype(smallest_label_dtype(len(kept))),
+        lesion_measures=measures,
+        rejected_measures=[checked.rejected_measures[i - 1] for i in kept],
+        rejected_reasons=[checked.rejected_reasons[i - 1] for i in kept])

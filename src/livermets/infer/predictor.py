@@ -43,6 +43,7 @@ from livermets.infer.extent import (
     ExtentSettings,
     grown_from,
     recover_extent,
+    second_chance,
 )
 from livermets.infer.liver import segment_liver
 from livermets.infer.slices import slice_probabilities
@@ -98,7 +99,9 @@ class PredictSettings:
     so a lesion the network marks confidently only at its core is outlined whole;
     `extent_mm`: each lesion (after the checks) grown on the CT itself up to this far (mm)
     into the liver voxels darker than the midpoint between it and the parenchyma around it
-    (`infer.extent.recover_extent`; None: off, the paper's).
+    (`infer.extent.recover_extent`; None: off, the paper's); `recheck_grown`: a candidate that
+    failed only the contrast check is grown so (with `extent_mm`) and checked again, kept when it
+    passes (`infer.extent.second_chance`; off by default: measured in benchmarks/RESULTS.md).
     """
 
     threshold: str | float = "otsu"
@@ -111,6 +114,7 @@ class PredictSettings:
     zoom_margin_mm: float | None = None
     outline_threshold: float | None = None
     extent_mm: float | None = DEFAULT_EXTENT_MM
+    recheck_grown: bool = False
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
@@ -131,6 +135,8 @@ class PredictSettings:
                              f"{self.outline_threshold}")
         if self.extent_mm is not None:
             ExtentSettings(reach_mm=self.extent_mm)  # validates it
+        if self.recheck_grown and (self.extent_mm is None or self.candidate_checks is None):
+            raise InputError("--recheck-grown needs the candidate checks and --extent-mm > 0")
 
 
 @dataclass
@@ -278,6 +284,11 @@ class Predictor:
             return FoundLesions(_placed(lesions, box, probability.shape), threshold)
         checked = check_candidates(labels_box, hu[box], liver[box], spacing,
                                    self.settings.candidate_checks, probability[box])
+        if self.settings.recheck_grown and self.settings.extent_mm is not None:
+            checked = second_chance(checked, hu[box], liver_box, spacing,
+                                    self.settings.candidate_checks,
+                                    ExtentSettings(reach_mm=self.settings.extent_mm),
+                                    probability[box])
         lesions = self._extended(checked.lesions, hu[box], liver_box, spacing)
         return FoundLesions(_placed(lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
@@ -307,7 +318,8 @@ class Predictor:
                     "batch_size": self.settings.batch_size, "precision": self.precision,
                     "zoom_margin_mm": self.settings.zoom_margin_mm,
                     "outline_threshold": self.settings.outline_threshold,
-                    "extent_mm": self.settings.extent_mm}
+                    "extent_mm": self.settings.extent_mm,
+                    "recheck_grown": self.settings.recheck_grown}
         return {"models": models, "settings": settings}
 
 
