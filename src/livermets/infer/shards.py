@@ -16,10 +16,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch.distributed as dist
 
 from livermets.errors import InputError
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+#: How long a rank that finished its share waits for the slowest one (torch's default, 30
+#: minutes, is shorter than one share of a large cohort); a rank that dies ends the run
+#: sooner, since torchrun stops the others.
+RANK_WAIT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -54,3 +62,25 @@ def shard_of(case_ids: Sequence[str], k: int, n: int) -> list[str]:
     ordered = sorted(set(case_ids))
     mine = set(ordered[k - 1::n])
     return [case_id for case_id in case_ids if case_id in mine]
+
+
+def rank_threads(cpus: int, local_world_size: int) -> int:
+    """Torch threads for each of `local_world_size` processes on a machine of `cpus` cores,
+    so that processes x threads fits the cores (at least 1)."""
+    return max(1, cpus // max(1, local_world_size))
+
+
+def start_ranks(timeout: timedelta = RANK_WAIT) -> None:
+    """Join torchrun's process group (gloo: the ranks only exchange their case outcomes)."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo", timeout=timeout)
+
+
+def gather_from_ranks(items: list[Any]) -> list[Any]:
+    """Every rank's `items`, concatenated in rank order, on every rank; it waits for all
+    ranks to get here (the barrier before rank 0 writes the cohort's summary), then leaves
+    the process group."""
+    gathered: list[list[Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    dist.destroy_process_group()
+    return [item for part in gathered for item in (part or [])]
