@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +43,18 @@ def assert_same_cases(one: Path, other: Path) -> None:
             (other / name / "lesions.csv").read_text()
 
 
+@pytest.fixture(scope="module")
+def single_run(tiny_runs: dict[str, Path], tiny_manifest: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One process's predictions of the tiny cohort: its folder and its printed summary."""
+    out = tmp_path_factory.mktemp("single") / "out"
+    return out, _predict(tiny_manifest, tiny_runs, out)
+
+
 def test_two_shards_and_merge_equal_one_run(tiny_runs: dict[str, Path], tiny_manifest: Path,
+                                            single_run: tuple[Path, dict],
                                             tmp_path: Path) -> None:
-    single = _predict(tiny_manifest, tiny_runs, tmp_path / "single")
+    single_out, single = single_run
     ids = [c["case_id"] for c in single["cases"]]
     sharded = tmp_path / "sharded"
     first = _predict(tiny_manifest, tiny_runs, sharded, "--shard", "1/2")
@@ -63,7 +78,65 @@ def test_two_shards_and_merge_equal_one_run(tiny_runs: dict[str, Path], tiny_man
     assert [c["case_id"] for c in summary["cases"]] == ids
     assert [c["lesions"] for c in summary["cases"]] == [c["lesions"] for c in single["cases"]]
     assert {c["status"] for c in summary["cases"]} == {"done"}
-    assert_same_cases(tmp_path / "single", sharded)
+    assert_same_cases(single_out, sharded)
+
+
+def _torchrun(manifest: Path, runs: dict[str, Path], out: Path) -> list[str]:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    return [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "livermets", "predict",
+            "--manifest", str(manifest), "--out", str(out), "--liver-model", str(runs["liver"]),
+            "--lesion-model", str(runs["lesion"])]
+
+
+def _rank_pids(out: Path, rank: int) -> list[int]:
+    """The processes of torchrun rank `rank` predicting into `out` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(out).encode() in cmdline and f"RANK={rank}".encode() in environ \
+                and any(v.startswith(b"TORCHELASTIC_RUN_ID=") for v in environ):
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_torchrun_equals_one_run_and_a_killed_rank_is_finished_by_a_rerun(
+        tiny_runs: dict[str, Path], tiny_manifest: Path, single_run: tuple[Path, dict],
+        tmp_path: Path) -> None:
+    single_out, single = single_run
+    out = tmp_path / "ranks"
+    command = _torchrun(tiny_manifest, tiny_runs, out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # First run: rank 1 is killed once the first case has finished.
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*/run.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victims = _rank_pids(out, 1)
+    assert victims, "rank 1 not found"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode != 0, err[-2000:]
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+    assert 0 < len(finished) < len(single["cases"])
+    # The same command again finishes the rest; no finished case is predicted again.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads(again.stdout)  # printed once, by rank 0
+    assert summary["ranks"] == 2
+    assert [c["case_id"] for c in summary["cases"]] == [c["case_id"] for c in single["cases"]]
+    for case in summary["cases"]:
+        assert case["status"] == ("skipped" if case["case_id"] in finished else "done")
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/run.json")
+            if p.parent.name in finished} == finished
+    assert_same_cases(single_out, out)
 
 
 def test_merge_reports_a_half_written_case(tiny_manifest: Path, tmp_path: Path) -> None:
