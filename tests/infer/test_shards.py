@@ -37,3 +37,10 @@ def test_parse_shard() -> None:
     for bad in ("0/2", "3/2", "1/0", "1", "a/b", "-1/2", "1/2/3", ""):
         with pytest.raises(InputError, match="write K/N"):
             parse_shard(bad)
+
+
+def test_rank_threads_fit_the_cores() -> None:
+    from livermets.infer.shards import rank_threads
+
+    assert [rank_threads(16, r) for r in (1, 2, 3, 4, 32)] == [16, 8, 5, 4, 1]
+    assert rank_threads(2, 0) == 2  # no LOCAL_WORLD_SIZE: one process
