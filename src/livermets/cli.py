@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -25,6 +25,9 @@ except ImportError:  # pragma: no cover
 
 from livermets import __version__
 from livermets.errors import InputError
+
+if TYPE_CHECKING:
+    from livermets.config import DistributedEnvironment
 
 logger = logging.getLogger("livermets")
 T = TypeVar("T")
@@ -392,6 +395,16 @@ def predict(
     ] = False,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: predict only the K-th of N shares of the cases "
+                                      "(sorted case ids dealt out in turn), for job arrays; "
+                                      "then --merge. Under torchrun each rank takes its own.")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option(help="Predict nothing: print the cohort's summary from the "
+                                "finished case folders (after --shard runs), listing cases "
+                                "missing or unfinished (exit code 2).")
+    ] = False,
 ) -> None:
     """Segment the liver and its lesions in each CT; write masks, a lesion table and SEG.
 
@@ -401,12 +414,21 @@ def predict(
     that fails is reported and the rest continue (exit code 2 at the end); one CT that fails
     is refused with one line (exit code 2). Without --lesion-model /
     --liver-model the shipped starter models are used (`livermets models`).
+
+    Sharing the work: `--shard K/N` predicts the K-th of N shares and prints only its own
+    cases; `--merge` then prints the cohort's summary. Under `torchrun` each rank takes its
+    share, torch threads are the cores divided among the machine's ranks, and rank 0 waits
+    for the others and prints the cohort's summary.
     """
+    from livermets.config import distributed_environment
+
+    env = distributed_environment()
 
     def body() -> dict[str, Any]:
         from livermets.infer.candidates import CandidateChecks
-        from livermets.infer.outputs import case_folders, predict_cases
+        from livermets.infer.outputs import case_folders, collect_cases, predict_cases
         from livermets.infer.predictor import Predictor, PredictSettings
+        from livermets.infer.shards import Shard, parse_shard, shard_of
         from livermets.infer.threshold import parse_threshold
         from livermets.models.starter import starter_model_path
 
@@ -417,9 +439,28 @@ def predict(
         if liver_mask is not None and liver_model is not None:
             raise InputError("give either --liver-mask (the CT's own mask) or --liver-model, "
                              "not both")
+        share = parse_shard(shard) if shard is not None else None
+        if share is not None and env.is_distributed:
+            raise InputError("--shard is not for torchrun: each rank takes its own share")
+        if merge and (share is not None or env.is_distributed):
+            raise InputError("--merge runs alone, after the shards: leave out --shard and "
+                             "torchrun")
+        if env.is_distributed:
+            share = Shard(env.rank + 1, env.world_size)
         cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
+        if (share is not None or merge) and manifest is None and len(cases) < 2:
+            raise InputError("--shard, --merge and torchrun share out a cohort: give "
+                             "--manifest or several CTs")
         others = [p for p in (lesion_model, liver_model, manifest) if p is not None]
         case_folders(cases, out, others)  # every output folder proven safe before any work
+        if merge:
+            return {"out": str(out), "cases": [o.__dict__ for o in collect_cases(cases, out)]}
+        everyone = cases
+        if share is not None:
+            mine = set(shard_of([c.case_id for c in cases], share.k, share.n))
+            cases = [c for c in cases if c.case_id in mine]
+        if env.is_distributed:
+            _start_rank(env)
         needs_liver = any(c.liver_mask is None for c in cases)
         settings = PredictSettings(threshold=chosen, liver_dilation_mm=liver_dilation_mm,
                                    min_lesion_mm3=min_lesion_mm3, precision=precision,
@@ -433,14 +474,39 @@ def predict(
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)
-        outcomes = predict_cases(predictor, cases, out, overwrite=overwrite, redo=redo,
-                                 stop_on_error=len(cases) == 1, other_inputs=others)
-        return {"out": str(out), "cases": [o.__dict__ for o in outcomes]}
+        outcomes = [o.__dict__ for o in predict_cases(
+            predictor, cases, out, overwrite=overwrite, redo=redo,
+            stop_on_error=len(everyone) == 1, other_inputs=others)]
+        if env.is_distributed:  # every rank waits here for the slowest
+            from livermets.infer.shards import gather_from_ranks
+
+            by_id = {o["case_id"]: o for o in gather_from_ranks(outcomes)}
+            return {"out": str(out), "ranks": env.world_size,
+                    "cases": [by_id[c.case_id] for c in everyone]}
+        if share is not None:
+            return {"out": str(out), "shard": str(share), "cases": outcomes}
+        return {"out": str(out), "cases": outcomes}
 
     summary = _run(body)
+    if not env.is_main:  # rank 0 prints the cohort's summary
+        return
     _print_json(summary)
-    if any(case["status"] == "failed" for case in summary["cases"]):
+    if any(case["status"] in ("failed", "missing", "unfinished") for case in summary["cases"]):
         raise typer.Exit(2)
+
+
+def _start_rank(env: DistributedEnvironment) -> None:
+    """Join torchrun's ranks and give this one its share of the machine's cores."""
+    import torch
+
+    from livermets.infer.shards import rank_threads, start_ranks
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = rank_threads(cpus or 1, env.local_world_size)
+    torch.set_num_threads(threads)
+    start_ranks()
+    logger.info("rank %d of %d: %d torch thread(s)", env.rank + 1,
+                                     env.world_size, threads)
 
 
 def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Path | None,

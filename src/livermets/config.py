@@ -256,11 +256,13 @@ def parse_assignments(assignments: list[str], option: str = "--set") -> dict[str
 
 @dataclass(frozen=True)
 class DistributedEnvironment:
-    """torchrun's variables: this process's rank, the number of processes, the local rank."""
+    """torchrun's variables: this process's rank, the number of processes, the local rank and
+    the number of processes on this machine (`local_world_size`)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @property
     def is_distributed(self) -> bool:
@@ -274,12 +276,14 @@ class DistributedEnvironment:
 
 
 def distributed_environment() -> DistributedEnvironment:
-    """Read RANK, WORLD_SIZE and LOCAL_RANK as set by torchrun (defaults: a single process)."""
+    """Read RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as set by torchrun (defaults: a
+    single process)."""
     try:
         return DistributedEnvironment(
             rank=int(os.environ.get("RANK", "0")),
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
         )
     except ValueError as exc:
         raise InputError(f"bad torchrun environment variable ({exc})") from exc

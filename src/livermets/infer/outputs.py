@@ -61,7 +61,9 @@ class CaseInput:
 
 @dataclass(frozen=True)
 class CaseOutcome:
-    """What happened to one case: `status` is "done", "skipped" (finished before) or "failed"."""
+    """What happened to one case: `status` is "done", "skipped" (finished before) or "failed";
+    `collect_cases` also reports "missing" (no case folder) and "unfinished" (only a
+    half-written one)."""
 
     case_id: str
     status: str
@@ -148,6 +150,25 @@ def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *
             continue
         logger.info("[%d/%d] %s: %d lesion(s) in %.1f s", number, len(cases), case.case_id,
                     outcomes[-1].lesions, outcomes[-1].seconds)
+    return outcomes
+
+
+def collect_cases(cases: Sequence[CaseInput], out: Path) -> list[CaseOutcome]:
+    """The state of each case in `out`, read from its folder, predicting nothing (`predict
+    --merge`): "done" with its lesion count for a finished folder, "unfinished" where only a
+    half-written one exists (a folder without its run record, or a hidden temporary folder a
+    killed process left), "missing" otherwise."""
+    outcomes = []
+    for case in cases:
+        folder = out / case.case_id
+        if is_finished(folder):
+            record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
+            outcomes.append(CaseOutcome(case.case_id, "done", lesions=record.get("lesions")))
+        elif folder.exists() or any(out.glob(f".{case.case_id}.*.partial")):
+            outcomes.append(CaseOutcome(case.case_id, "unfinished",
+                                        error="half-written: predict it again"))
+        else:
+            outcomes.append(CaseOutcome(case.case_id, "missing", error="not predicted yet"))
     return outcomes
 
 
