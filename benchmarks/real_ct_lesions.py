@@ -71,7 +71,7 @@ def train(work: Path, data: Path, hold_out: str | None, seed: int,
         command += [a for setting in lesion_set for a in ("--lesion-set", setting)]
         if hold_out is not None:
             command += ["--hold-out", hold_out]
-        run(command, work.with_suffix(".log"))
+        run(command, work.parent / f"{work.name}.log")
     return work / "lesion" / "model.pt"
 
 
@@ -83,7 +83,7 @@ def score(model: Path, fold: str, out: Path, outline: float | None, extent_mm: f
                    fold, "--out", str(out), "--extent-mm", str(extent_mm)]
         if outline is not None:
             command += ["--outline", str(outline)]
-        run(command, out.with_suffix(".log"))
+        run(command, out.parent / f"{out.name}.log")
     return dict(json.loads((out / "result.json").read_text()))
 
 
@@ -95,7 +95,7 @@ def validate(model: Path, out: Path, outline: float | None, extent_mm: float
                    str(model), "--extent-mm", str(extent_mm)]
         if outline is not None:
             command += ["--outline-threshold", str(outline)]
-        run(command, out.with_suffix(".log"))
+        run(command, out.parent / f"{out.name}.log")
     return dict(json.loads((out / "figures.json").read_text()))
 
 
