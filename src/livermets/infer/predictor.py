@@ -133,10 +133,13 @@ class PredictSettings:
         if self.outline_threshold is not None and not 0 < self.outline_threshold < 1:
             raise InputError(f"the outline threshold must be a probability in (0, 1), got "
                              f"{self.outline_threshold}")
-        if self.extent_mm is not None:
-            ExtentSettings(reach_mm=self.extent_mm)  # validates it
+        self.extent()  # validates the reach
         if self.recheck_grown and (self.extent_mm is None or self.candidate_checks is None):
             raise InputError("--recheck-grown needs the candidate checks and --extent-mm > 0")
+
+    def extent(self) -> ExtentSettings | None:
+        """How lesions grow on the CT (`extent_mm`), or None when they do not."""
+        return None if self.extent_mm is None else ExtentSettings(reach_mm=self.extent_mm)
 
 
 @dataclass
@@ -284,11 +287,10 @@ class Predictor:
             return FoundLesions(_placed(lesions, box, probability.shape), threshold)
         checked = check_candidates(labels_box, hu[box], liver[box], spacing,
                                    self.settings.candidate_checks, probability[box])
-        if self.settings.recheck_grown and self.settings.extent_mm is not None:
+        extent = self.settings.extent()
+        if self.settings.recheck_grown and extent is not None:
             checked = second_chance(checked, hu[box], liver_box, spacing,
-                                    self.settings.candidate_checks,
-                                    ExtentSettings(reach_mm=self.settings.extent_mm),
-                                    probability[box])
+                                    self.settings.candidate_checks, extent, probability[box])
         lesions = self._extended(checked.lesions, hu[box], liver_box, spacing)
         return FoundLesions(_placed(lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
@@ -299,10 +301,10 @@ class Predictor:
                   ) -> npt.NDArray[np.unsignedinteger]:
         """`lesions` grown to their extent on `hu` inside `liver` (`extent_mm`), renumbered by
         decreasing volume; unchanged when `extent_mm` is None."""
-        if self.settings.extent_mm is None or not lesions.any():
+        extent = self.settings.extent()
+        if extent is None or not lesions.any():
             return lesions
-        grown = recover_extent(lesions, hu, liver, spacing,
-                               ExtentSettings(reach_mm=self.settings.extent_mm))
+        grown = recover_extent(lesions, hu, liver, spacing, extent)
         return instance_labels(grown, spacing)
 
     def record(self) -> dict[str, Any]:
