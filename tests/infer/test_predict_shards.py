@@ -175,3 +175,26 @@ def test_shard_needs_a_cohort(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "give --manifest or several CTs" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_removes_the_half_written_copies_a_killed_run_left(
+        tiny_runs: dict[str, Path], tiny_manifest: Path, single_run: tuple[Path, dict],
+        tmp_path: Path) -> None:
+    single_out, single = single_run
+    ids = [c["case_id"] for c in single["cases"]]
+    out = tmp_path / "out"
+    shutil.copytree(single_out, out)
+    shutil.rmtree(out / ids[-1])  # the case being written when the process was killed
+    left = [out / f".{ids[-1]}.k1ll3d_.partial", out / f".{ids[0]}.a8c_Zq.partial"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "liver.nii.gz").write_bytes(b"half")
+    not_ours = out / f".{ids[0]}.b.a8c_Zq.partial"  # a case "<id>.b"'s, not <id>'s
+    not_ours.mkdir()
+    summary = _predict(tiny_manifest, tiny_runs, out)
+    statuses = {c["case_id"]: c["status"] for c in summary["cases"]}
+    assert statuses == {i: ("done" if i == ids[-1] else "skipped") for i in ids}
+    assert not any(folder.exists() for folder in left)
+    assert not_ours.is_dir()
+    not_ours.rmdir()
+    assert_same_cases(single_out, out)

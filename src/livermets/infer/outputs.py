@@ -114,6 +114,18 @@ def lesions_csv(rows: Sequence[dict[str, Any]]) -> str:
     return csv_text(rows, LESION_COLUMNS)
 
 
+def leftover_staging(folder: Path) -> list[Path]:
+    """The hidden temporary folders `write_case` left beside `folder` when its process was
+    killed mid-write (`.<name>.<random>.partial`; another case's, e.g. `<name>.b`'s, never)."""
+    prefix, suffix = f".{folder.name}.", ".partial"
+    if not folder.parent.is_dir():
+        return []
+    return sorted(p for p in folder.parent.iterdir()
+                  if p.name.startswith(prefix) and p.name.endswith(suffix)
+                  and "." not in p.name[len(prefix):-len(suffix)] and p.is_dir()
+                  and not p.is_symlink())
+
+
 def is_finished(folder: Path) -> bool:
     """Whether `folder` is a complete case folder (it has its run record)."""
     return (folder / RUN_RECORD).is_file()
@@ -133,6 +145,10 @@ def predict_cases(predictor: Predictor, cases: Sequence[CaseInput], out: Path, *
     folders = case_folders(cases, out, other_inputs)
     outcomes = []
     for number, (case, folder) in enumerate(zip(cases, folders, strict=True), start=1):
+        for stale in leftover_staging(folder):  # a killed run's half-written copy of this case
+            logger.info("%s: removing %s, left half-written by an interrupted run",
+                        case.case_id, stale.name)
+            shutil.rmtree(stale, ignore_errors=True)
         if is_finished(folder) and not (redo or overwrite):
             logger.info("[%d/%d] %s: finished before, skipped", number, len(cases),
                         case.case_id)
@@ -164,7 +180,7 @@ def collect_cases(cases: Sequence[CaseInput], out: Path) -> list[CaseOutcome]:
         if is_finished(folder):
             record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
             outcomes.append(CaseOutcome(case.case_id, "done", lesions=record.get("lesions")))
-        elif folder.exists() or any(out.glob(f".{case.case_id}.*.partial")):
+        elif folder.exists() or leftover_staging(folder):
             outcomes.append(CaseOutcome(case.case_id, "unfinished",
                                         error="half-written: predict it again"))
         else:
