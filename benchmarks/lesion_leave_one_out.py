@@ -138,17 +138,19 @@ def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
             "cases": cases}
 
 
-def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool,
+def score(models: list[Path], rows: list[ManifestRow], out: Path, *, checks: bool,
           threshold: str | float = "otsu", outline: float | None = None,
-          extent: float | None = None, recheck: bool = False) -> dict[str, Any]:
-    """Predict every row with its reference liver and evaluate (into `out`/evaluation-checks
-    or evaluation-plain); the per-case figures."""
+          extent: float | None = None, recheck: bool = False,
+          flip: bool = False) -> dict[str, Any]:
+    """Predict every row with its reference liver (several `models`: their average) and
+    evaluate (into `out`/evaluation-checks or evaluation-plain); the per-case figures."""
     settings = PredictSettings(threshold=threshold, outline_threshold=outline,
-                               extent_mm=extent, recheck_grown=recheck)
+                               extent_mm=extent, recheck_grown=recheck, flip_tta=flip)
     if not checks:
         settings = PredictSettings(threshold=threshold, outline_threshold=outline,
-                                   extent_mm=extent, candidate_checks=None)
-    predictor = Predictor(load_model(model, expected_task="lesion"), None, settings)
+                                   extent_mm=extent, candidate_checks=None, flip_tta=flip)
+    predictor = Predictor([load_model(m, expected_task="lesion") for m in models], None,
+                          settings)
     predictions = out / ("checks" if checks else "plain")
     predict_cases(predictor, [CaseInput(r.case_id, r.image, r.liver_mask) for r in rows],
                   predictions, overwrite=True)
@@ -162,7 +164,10 @@ def score(model: Path, rows: list[ManifestRow], out: Path, *, checks: bool,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--model", type=Path, nargs="+", required=True,
+                        help="A lesion model.pt; several: their probabilities averaged.")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="predict's --tta flip: each slice also read mirrored left-right.")
     parser.add_argument("--cases", nargs="+", choices=CASES, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shared", type=Path, default=SHARED)
@@ -180,18 +185,20 @@ def main() -> None:
     threshold = parse_threshold(args.threshold)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rows = [prepare(name, args.shared, args.out / "data") for name in args.cases]
-    trained = load_model(args.model, expected_task="lesion").record
+    trained = load_model(args.model[0], expected_task="lesion").record
     with_checks = score(args.model, rows, args.out, checks=True, threshold=threshold,
                         outline=args.outline, extent=args.extent_mm or None,
-                        recheck=args.recheck_grown)
+                        recheck=args.recheck_grown, flip=args.flip_tta)
     without_checks = score(args.model, rows, args.out, checks=False, threshold=threshold,
-                           outline=args.outline, extent=args.extent_mm or None)
+                           outline=args.outline, extent=args.extent_mm or None,
+                           flip=args.flip_tta)
     lesions = lesions_both_ways(args.out / "evaluation-checks", args.out / "evaluation-plain")
     contrasts = lesion_contrasts(rows)
     for lesion in lesions:
         contrast = contrasts[(lesion["case_id"], lesion["lesion_id"])]
         lesion["contrast_hu"] = None if contrast is None else round(contrast, 1)
-    result = {"model": str(args.model), "held_out": args.cases, "threshold": args.threshold,
+    result = {"model": str(args.model[0]), "models": [str(m) for m in args.model],
+              "flip_tta": args.flip_tta, "held_out": args.cases, "threshold": args.threshold,
               "outline": args.outline, "extent_mm": args.extent_mm or None,
               "recheck_grown": args.recheck_grown,
               "best_epoch": trained.get("best_epoch"),

@@ -198,9 +198,14 @@ def main() -> None:
     parser.add_argument("--extent-mm", type=float, default=DEFAULT_EXTENT_MM,
                         help="Grow lesions on the CT up to this far (PredictSettings."
                              "extent_mm; default: predict's default); 0: off.")
-    parser.add_argument("--lesion-model", type=Path, default=None,
+    parser.add_argument("--lesion-model", type=Path, nargs="+", default=None,
                         help="Validate this lesion model (a model.pt, e.g. a recipe variant "
-                             "not installed) instead of the starter one.")
+                             "not installed; several: their average) instead of the starter "
+                             "one.")
+    parser.add_argument("--recheck-grown", action=argparse.BooleanOptionalAction, default=None,
+                        help="predict's --recheck-grown (default: predict's default).")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="predict's --tta flip: each slice also read mirrored left-right.")
     args = parser.parse_args()
     if args.lesion_model is not None and args.write_card:
         parser.error("--write-card describes the shipped models: install the lesion model "
@@ -212,7 +217,10 @@ def main() -> None:
                           PredictSettings(zoom_margin_mm=args.zoom_margin_mm,
                                           **({} if args.outline_threshold is None else
                                              {"outline_threshold": args.outline_threshold}),
-                                          extent_mm=args.extent_mm or None))
+                                          extent_mm=args.extent_mm or None,
+                                          **({} if args.recheck_grown is None else
+                                             {"recheck_grown": args.recheck_grown}),
+                                          flip_tta=args.flip_tta))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
                              overwrite=True)
@@ -293,7 +301,10 @@ def main() -> None:
                "zoom_margin_mm": args.zoom_margin_mm,
                "outline_threshold": predictor.settings.outline_threshold,
                "extent_mm": predictor.settings.extent_mm,
-               "lesion_model": str(args.lesion_model) if args.lesion_model else "starter",
+               "recheck_grown": predictor.settings.recheck_grown,
+               "flip_tta": predictor.settings.flip_tta,
+               "lesion_model": ([str(m) for m in args.lesion_model] if args.lesion_model
+                                else "starter"),
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))

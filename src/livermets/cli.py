@@ -328,8 +328,10 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Folder for one sub-folder per CT.")] = Path(
         "predictions"),
     lesion_model: Annotated[
-        Path | None, typer.Option(help="Lesion model: a run folder or its model.pt "
-                                       "(default: the shipped starter model).")
+        list[Path] | None, typer.Option(help="Lesion model: a run folder or its model.pt "
+                                             "(default: the shipped starter model). Give it "
+                                             "several times to average several models "
+                                             "(e.g. one recipe trained with several seeds).")
     ] = None,
     liver_model: Annotated[
         Path | None, typer.Option(help="Liver model: a run folder or its model.pt "
@@ -393,6 +395,12 @@ def predict(
                                 "again; kept when it passes. Off by default "
                                 "(benchmarks/RESULTS.md).")
     ] = False,
+    flip_tta: Annotated[
+        bool, typer.Option("--flip-tta/--no-flip-tta",
+                           help="Test-time augmentation: the lesion model(s) also read each "
+                                "slice mirrored left-right and the two probabilities are "
+                                "averaged (twice the lesion network's time).")
+    ] = False,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
     shard: Annotated[
@@ -451,7 +459,8 @@ def predict(
         if (share is not None or merge) and manifest is None and len(cases) < 2:
             raise InputError("--shard, --merge and torchrun share out a cohort: give "
                              "--manifest or several CTs")
-        others = [p for p in (lesion_model, liver_model, manifest) if p is not None]
+        others = [*(lesion_model or []),
+                  *(p for p in (liver_model, manifest) if p is not None)]
         case_folders(cases, out, others)  # every output folder proven safe before any work
         if merge:
             return {"out": str(out), "cases": [o.__dict__ for o in collect_cases(cases, out)]}
@@ -470,7 +479,7 @@ def predict(
                                    zoom_margin_mm=zoom_margin_mm,
                                    outline_threshold=outline_threshold,
                                    extent_mm=extent_mm or None,
-                                   recheck_grown=recheck_grown)
+                                   recheck_grown=recheck_grown, flip_tta=flip_tta)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

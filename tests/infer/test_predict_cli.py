@@ -15,6 +15,7 @@ from livermets.infer.outputs import write_case
 from livermets.infer.predictor import Predictor, PredictSettings
 from livermets.io.dicom_seg import read_dicom_seg_for_series
 from livermets.io.image import read_image, write_image
+from livermets.io.manifest import read_manifest
 from livermets.io.volume import Volume
 from livermets.measure import measure_lesions
 from tests.conftest import shared_path
@@ -235,3 +236,27 @@ def test_predict_every_real_ct_from_a_manifest(tiny_runs: dict[str, Path],
                                                            shared_path(*parts))}
             np.testing.assert_array_equal(segments["Liver"],
                                           read_image(folder / "liver.nii.gz").array)
+
+
+def test_several_lesion_models_and_the_flip_are_run_and_recorded(
+        tiny_runs: dict[str, Path], tiny_manifest: Path, tmp_path: Path) -> None:
+    """The same model given twice averages to itself: the masks equal one model's, and
+    run.json lists both members and the flip."""
+    image = read_manifest(tiny_manifest)[0].image
+    model = str(tiny_runs["lesion"] / "model.pt")
+    common = ["predict", str(image), "--case-id", "ct", "--liver-model", str(tiny_runs["liver"]),
+              "--flip-tta"]
+    one = runner.invoke(app, [*common, "--out", str(tmp_path / "one"), "--lesion-model", model])
+    two = runner.invoke(app, [*common, "--out", str(tmp_path / "two"), "--lesion-model", model,
+                              "--lesion-model", str(tiny_runs["lesion"])])
+    assert one.exit_code == 0 and two.exit_code == 0, one.output + two.output
+    for name in ("lesions.nii.gz", "lesion_probability.nii.gz"):
+        np.testing.assert_array_equal(read_image(tmp_path / "one" / "ct" / name).array,
+                                      read_image(tmp_path / "two" / "ct" / name).array)
+    record = json.loads((tmp_path / "two" / "ct" / "run.json").read_text())
+    assert record["settings"]["flip_tta"] is True
+    assert record["settings"]["lesion_models_averaged"] == 2
+    assert len(record["models"]["lesion_ensemble"]) == 2
+    single = json.loads((tmp_path / "one" / "ct" / "run.json").read_text())
+    assert single["settings"]["lesion_models_averaged"] == 1
+    assert "lesion_ensemble" not in single["models"]

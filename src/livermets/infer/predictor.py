@@ -9,7 +9,9 @@ For one CT (z, y, x, HU):
    (`preprocess.liver_plane_box`); pixels outside it get probability 0. With
    `zoom_margin_mm` a second pass on the liver's box, magnified, keeps the higher probability.
 3. Lesion probabilities per slice, in batches, on the lesion model's grid and back
-   (`infer.slices`), with the settings saved in the model file, never re-typed.
+   (`infer.slices`), with the settings saved in the model file, never re-typed. Several lesion
+   models (an ensemble, e.g. one recipe trained with several seeds) are averaged, and with
+   `flip_tta` each also reads the slices mirrored left-right.
 4. Probabilities in steps of 1/1024, 0 outside the liver's bounding box grown by
    `liver_dilation_mm`; threshold: Otsu on the probabilities inside the liver, or fixed
    (`infer.threshold`).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +104,9 @@ class PredictSettings:
     into the liver voxels darker than the midpoint between it and the parenchyma around it
     (`infer.extent.recover_extent`; None: off, the paper's); `recheck_grown`: a candidate that
     failed only the contrast check is grown so (with `extent_mm`) and checked again, kept when it
-    passes (`infer.extent.second_chance`; off by default: measured in benchmarks/RESULTS.md).
+    passes (`infer.extent.second_chance`; off by default: measured in benchmarks/RESULTS.md);
+    `flip_tta`: the lesion model(s) also read each slice mirrored left-right and the two
+    probabilities are averaged (twice the lesion network's cost).
     """
 
     threshold: str | float = "otsu"
@@ -115,6 +120,7 @@ class PredictSettings:
     outline_threshold: float | None = None
     extent_mm: float | None = DEFAULT_EXTENT_MM
     recheck_grown: bool = False
+    flip_tta: bool = False
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
@@ -169,15 +175,23 @@ class Prediction:
 class Predictor:
     """Liver and lesion segmentation with models loaded once.
 
-    `lesion_model`: a lesion `model.pt` (or its run folder, or a loaded `SavedModel`);
-    `liver_model`: a liver model, or None when every CT comes with a liver mask.
+    `lesion_model`: a lesion `model.pt` (or its run folder, or a loaded `SavedModel`), or a
+    sequence of them whose probabilities are averaged (they must share their preprocessing;
+    `lesion_model` is then the first); `liver_model`: a liver model, or None when every CT
+    comes with a liver mask.
     """
 
-    def __init__(self, lesion_model: PathLike | SavedModel,
+    def __init__(self, lesion_model: PathLike | SavedModel | Sequence[PathLike | SavedModel],
                  liver_model: PathLike | SavedModel | None = None,
                  settings: PredictSettings | None = None) -> None:
         self.settings = settings or PredictSettings()
-        self.lesion_model = _load(lesion_model, "lesion")
+        given = (list(lesion_model) if isinstance(lesion_model, (list, tuple))
+                 else [lesion_model])
+        if not given:
+            raise InputError("no lesion model given")
+        self.lesion_models = [_load(model, "lesion") for model in given]
+        self.lesion_model = self.lesion_models[0]
+        _check_same_preprocessing(self.lesion_models)
         self.liver_model = None if liver_model is None else _load(liver_model, "liver")
         self.precision = resolve_precision(self.settings.precision, torch.device("cpu"))
 
@@ -224,11 +238,19 @@ class Predictor:
                         out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
             # A 2.5D model also reads the `steps` slices beyond the box's z-range.
             low, high = max(0, box[0].start - steps), min(hu.shape[0], box[0].stop + steps)
-            return slice_probabilities(self.lesion_model, hu[(slice(low, high), *box[1:])],
-                                       lambda s: liver_zscore(s, stats),
-                                       batch_size=self.settings.batch_size, bf16=bf16, out=out,
-                                       centres=range(box[0].start - low, box[0].stop - low),
-                                       steps=steps)
+            slab = hu[(slice(low, high), *box[1:])]
+            centres = range(box[0].start - low, box[0].stop - low)
+            total = None
+            for model in self.lesion_models:
+                one = slice_probabilities(model, slab, lambda s: liver_zscore(s, stats),
+                                          batch_size=self.settings.batch_size, bf16=bf16,
+                                          out=out if total is None else None, centres=centres,
+                                          steps=steps, flip=self.settings.flip_tta)
+                total = one if total is None else np.add(total, one, out=total)
+            assert total is not None
+            if len(self.lesion_models) > 1:
+                total /= len(self.lesion_models)
+            return total
 
         box = (slice(start, stop), rows, columns)
         lesion_pass(box, out=probability[box])
@@ -309,7 +331,9 @@ class Predictor:
 
     def record(self) -> dict[str, Any]:
         """The models and settings, for run.json."""
-        models = {"lesion": _model_record(self.lesion_model)}
+        models: dict[str, Any] = {"lesion": _model_record(self.lesion_model)}
+        if len(self.lesion_models) > 1:  # an ensemble: every member, averaged
+            models["lesion_ensemble"] = [_model_record(m) for m in self.lesion_models]
         if self.liver_model is not None:
             models["liver"] = _model_record(self.liver_model)
         checks = self.settings.candidate_checks
@@ -321,7 +345,9 @@ class Predictor:
                     "zoom_margin_mm": self.settings.zoom_margin_mm,
                     "outline_threshold": self.settings.outline_threshold,
                     "extent_mm": self.settings.extent_mm,
-                    "recheck_grown": self.settings.recheck_grown}
+                    "recheck_grown": self.settings.recheck_grown,
+                    "flip_tta": self.settings.flip_tta,
+                    "lesion_models_averaged": len(self.lesion_models)}
         return {"models": models, "settings": settings}
 
 
@@ -432,6 +458,18 @@ def _load(model: PathLike | SavedModel, task: str) -> SavedModel:
     if path.is_dir():
         path = path / "model.pt"
     return load_model(path, expected_task=task)
+
+
+def _check_same_preprocessing(models: Sequence[SavedModel]) -> None:
+    """Refuse an ensemble whose members read the CT differently (grid, crop, context)."""
+    first = models[0].preprocessing
+    for number, model in enumerate(models[1:], start=2):
+        if model.preprocessing != first:
+            differing = sorted(k for k in {*first, *model.preprocessing}
+                               if first.get(k) != model.preprocessing.get(k))
+            raise InputError(f"lesion model {number} reads the CT differently from the first "
+                             f"({', '.join(differing)}); average only models trained with the "
+                             "same preprocessing")
 
 
 def _model_record(model: SavedModel) -> dict[str, Any]:

@@ -29,6 +29,7 @@ def iter_slice_probabilities(
     channels_last: bool = True,
     centres: range | None = None,
     steps: int = 0,
+    flip: bool = False,
 ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
     """Yield (index into `centres` of the batch's first slice, probabilities (b, y, x) float32
     on the CT grid) per batch.
@@ -39,7 +40,9 @@ def iter_slice_probabilities(
     contiguous for the U-Net in fp32 on CPU, see benchmarks/RESULTS.md), and mapped back
     bilinearly. With `steps` (a 2.5D model, `preprocess.context_steps`) each slice goes in with
     the slices `steps` above and below it in `hu` as channels (clipped at `hu`'s ends; give
-    `hu` those neighbours beyond `centres`). Only one batch is in memory at a time.
+    `hu` those neighbours beyond `centres`). With `flip` (test-time augmentation) each batch
+    also goes through mirrored left-right, and the two probabilities are averaged (for models
+    trained with left-right flips: the lesion models). Only one batch is in memory at a time.
     """
     size = int(model.preprocessing["image_size"])
     mapping = PlaneMapping(hu.shape[1], hu.shape[2], size)
@@ -58,8 +61,14 @@ def iter_slice_probabilities(
             tensor = torch.from_numpy(chunk[np.searchsorted(needed, indices)])
             if channels_last:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
-            probability = torch.sigmoid(network(tensor).float())[:, 0].numpy()
-            yield start, mapping.to_ct(probability, kind="image")
+            probability = torch.sigmoid(network(tensor).float())
+            if flip:
+                mirrored = torch.flip(tensor, dims=(3,))
+                if channels_last:
+                    mirrored = mirrored.contiguous(memory_format=torch.channels_last)
+                probability += torch.flip(torch.sigmoid(network(mirrored).float()), dims=(3,))
+                probability /= 2
+            yield start, mapping.to_ct(probability[:, 0].numpy(), kind="image")
 
 
 def slice_probabilities(
@@ -73,10 +82,11 @@ def slice_probabilities(
     out: npt.NDArray[np.float32] | None = None,
     centres: range | None = None,
     steps: int = 0,
+    flip: bool = False,
 ) -> npt.NDArray[np.float32]:
     """Sigmoid probabilities (z, y, x) float32 on the CT grid for the slices `centres`
-    (default: all) of CT slices `hu` (z, y, x); `steps`: 2.5D context, as in
-    `iter_slice_probabilities`.
+    (default: all) of CT slices `hu` (z, y, x); `steps` (2.5D context) and `flip` (left-right
+    test-time augmentation) as in `iter_slice_probabilities`.
 
     The batches gathered into `out` (a float32 array of (len(centres), y, x), e.g. a slab of a
     larger volume) or a new one; returns it.
@@ -86,6 +96,6 @@ def slice_probabilities(
         out = np.empty((len(wanted), *hu.shape[1:]), dtype=np.float32)
     for start, probability in iter_slice_probabilities(
             model, hu, normalise, batch_size=batch_size, bf16=bf16,
-            channels_last=channels_last, centres=wanted, steps=steps):
+            channels_last=channels_last, centres=wanted, steps=steps, flip=flip):
         out[start : start + probability.shape[0]] = probability
     return out
