@@ -27,6 +27,7 @@ All masks are on the CT's own grid (shape, spacing, origin, direction).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,8 +186,9 @@ class Predictor:
                  liver_model: PathLike | SavedModel | None = None,
                  settings: PredictSettings | None = None) -> None:
         self.settings = settings or PredictSettings()
-        given = (list(lesion_model) if isinstance(lesion_model, (list, tuple))
-                 else [lesion_model])
+        given: list[PathLike | SavedModel] = (
+            [lesion_model] if isinstance(lesion_model, (str, os.PathLike, SavedModel))
+            else list(lesion_model))
         if not given:
             raise InputError("no lesion model given")
         self.lesion_models = [_load(model, "lesion") for model in given]
