@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from livermets.errors import InputError
-from livermets.infer.extent import ExtentSettings, grown_from, recover_extent
+from livermets.infer.extent import ExtentSettings, grown_from, grown_in_plane, recover_extent
 from livermets.infer.predictor import Predictor, PredictSettings
 
 from .rule_models import lesion_rule
@@ -156,3 +156,26 @@ def test_second_chance_rescues_a_dark_core_and_not_plain_liver() -> None:
     assert rescued.lesion_measures[0].contrast_hu >= 50
     with pytest.raises(InputError, match="recheck-grown"):
         PredictSettings(recheck_grown=True, extent_mm=None)
+
+
+def test_growth_in_plane_leaves_noise_that_only_3d_reaches() -> None:
+    """Drawn by hand on a 6 x 14 x 14 grid: a core in slice 2 inside a dark 7 x 7 square; an
+    island beside the square in slice 2 that joins it only through slice 3; in slice 4 a
+    strip of which a quarter lies on slice 3's part; in slice 1 a square on the core."""
+    seeds = np.zeros((6, 14, 14), dtype=bool)
+    seeds[2, 5:8, 5:8] = True
+    region = np.zeros_like(seeds)
+    region[2, 3:10, 3:10] = True  # 49 pixels around the core
+    region[2, 5, 11:13] = True  # the island: column 10 separates it in slice 2
+    region[3, 4:9, 4:9] = True  # 25 pixels, all on slice 2's square
+    region[3, 5, 9:13] = True  # a bridge to the island's place: one part with the square
+    region[4, 8:10, 0:10] = True  # 20 pixels, 5 on slice 3's part (row 8, x 4-8)
+    region[1, 5:8, 5:8] = True
+    in_3d = grown_from(seeds, region)
+    assert in_3d[2, 5, 11:13].all() and in_3d[4].sum() == 20  # 3D takes all of it
+    kept = grown_in_plane(seeds, region)
+    expected = region.copy()
+    expected[2, 5, 11:13] = False
+    expected[4] = False
+    np.testing.assert_array_equal(kept, expected)
+    assert kept.sum() == 49 + 25 + 4 + 9

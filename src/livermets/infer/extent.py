@@ -34,6 +34,9 @@ from livermets.types import Spacing
 #: `predict`'s default reach (mm): on the held-out real CTs it found more lesions and outlined
 #: them better than 10 or 25 mm (benchmarks/RESULTS.md, 2026-12-07).
 DEFAULT_EXTENT_MM = 15.0
+#: Beyond a lesion's seeded slices, the least share of a slice's part that must lie on the
+#: lesion's part in the slice before it (`grown_in_plane`).
+MIN_OVERLAP = 0.5
 #: 26-connectivity in 3D.
 FULL_3D = np.ones((3, 3, 3), dtype=bool)
 
@@ -48,6 +51,41 @@ def grown_from(seeds: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]
     return np.isin(components, kept[kept > 0]) | seeds
 
 
+def grown_in_plane(seeds: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_]
+                   ) -> npt.NDArray[np.bool_]:
+    """`seeds` (z, y, x) grown into `region` so that every slice's part is connected in-plane:
+    in a slice holding seeds, the 8-connected parts of `region` | seeds that touch its seeds;
+    in the slices beyond, slice by slice away from the seeds, the parts of which at least
+    `MIN_OVERLAP` of the area lies on what was kept in the slice before (a lesion's cross-
+    sections overlap from slice to slice; a chain of dark noise patches or another dark
+    structure that merely touches it does not). A dark patch of noise a few mm from a lesion,
+    which 3D connectivity reaches through a neighbouring slice (5 mm slices), is not taken.
+    `seeds` is one lesion: its slices are consecutive."""
+    grown = grown_from(seeds, region)
+    kept = np.zeros_like(grown)
+    seeded = np.flatnonzero(seeds.any(axis=(1, 2)))
+    if seeded.size == 0:
+        return kept
+    eight = np.ones((3, 3), dtype=bool)
+    for z in range(seeded[0], seeded[-1] + 1):
+        parts, _ = ndimage.label(grown[z], structure=eight)
+        touched = np.unique(parts[seeds[z]])
+        kept[z] = np.isin(parts, touched[touched > 0]) | seeds[z]
+    for order in (range(seeded[-1] + 1, len(grown)), range(seeded[0] - 1, -1, -1)):
+        before = seeded[-1] if order.step > 0 else seeded[0]
+        for z in order:
+            parts, count = ndimage.label(grown[z], structure=eight)
+            area = np.bincount(parts.ravel(), minlength=count + 1)
+            on_before = np.bincount(parts[kept[before]], minlength=count + 1)
+            overlapping = np.flatnonzero(on_before >= MIN_OVERLAP * area)
+            overlapping = overlapping[overlapping > 0]
+            if overlapping.size == 0:
+                break
+            kept[z] = np.isin(parts, overlapping)
+            before = z
+    return kept
+
+
 @dataclass(frozen=True)
 class ExtentSettings:
     """How far and on what a lesion grows (units in the names).
@@ -57,7 +95,9 @@ class ExtentSettings:
     Gaussian sigma (in-plane and in z) applied to the HU first, against pixel noise;
     `min_contrast_hu`: lesions less dark than this against the ring are not grown;
     `soft_tissue_above_hu`: voxels at or below it (fat, air) never join; `cut_fraction`: where
-    between the lesion's median HU (0) and the ring's (1) the cut lies (0.5: the midpoint).
+    between the lesion's median HU (0) and the ring's (1) the cut lies (0.5: the midpoint);
+    `in_plane`: each slice's growth must be connected in-plane (`grown_in_plane`), not only
+    in 3D (`grown_from`), which let noise patches of neighbouring slices join.
     """
 
     reach_mm: float = 15.0
@@ -67,6 +107,7 @@ class ExtentSettings:
     soft_tissue_above_hu: float = -30.0
     cut_fraction: float = 0.5
     rounds: int = 1
+    in_plane: bool = True
 
     def __post_init__(self) -> None:
         if self.reach_mm <= 0 or self.ring_mm <= 0 or self.smoothing_mm < 0:
@@ -115,7 +156,8 @@ def _grow(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
     cut = lesion_hu + settings.cut_fraction * (liver_hu - lesion_hu)
     region = (free & (distance <= settings.reach_mm) & (values < cut)
               & (values > settings.soft_tissue_above_hu))
-    added = grown_from(inside, region | inside) & ~inside
+    grow = grown_in_plane if settings.in_plane else grown_from
+    added = grow(inside, region | inside) & ~inside
     local[added] = label
     return bool(added.any()) and float(distance[added].max()) > settings.reach_mm - max(spacing)
 
