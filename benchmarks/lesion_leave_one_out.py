@@ -166,8 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, nargs="+", required=True,
                         help="A lesion model.pt; several: their probabilities averaged.")
-    parser.add_argument("--flip-tta", action="store_true",
-                        help="predict's --tta flip: each slice also read mirrored left-right.")
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="predict's --flip-tta (default on, as predict): each slice also read "
+                             "mirrored left-right.")
     parser.add_argument("--cases", nargs="+", choices=CASES, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--shared", type=Path, default=SHARED)

@@ -204,8 +204,10 @@ def main() -> None:
                              "one.")
     parser.add_argument("--recheck-grown", action=argparse.BooleanOptionalAction, default=None,
                         help="predict's --recheck-grown (default: predict's default).")
-    parser.add_argument("--flip-tta", action="store_true",
-                        help="predict's --tta flip: each slice also read mirrored left-right.")
+    parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="predict's --flip-tta (default on, as predict): each slice also read "
+                             "mirrored left-right.")
     args = parser.parse_args()
     if args.lesion_model is not None and args.write_card:
         parser.error("--write-card describes the shipped models: install the lesion model "

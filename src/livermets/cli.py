@@ -399,8 +399,10 @@ def predict(
         bool, typer.Option("--flip-tta/--no-flip-tta",
                            help="Test-time augmentation: the lesion model(s) also read each "
                                 "slice mirrored left-right and the two probabilities are "
-                                "averaged (twice the lesion network's time).")
-    ] = False,
+                                "averaged (twice the lesion network's time; on by default: "
+                                "fewer false positives, more lesions found; "
+                                "benchmarks/RESULTS.md).")
+    ] = True,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
     shard: Annotated[

@@ -126,7 +126,7 @@ def run_study(manifest: PathLike, out: PathLike, settings: StudySettings | None 
         run = _train(manifest_path, root / "runs" / arch, _lesion_values(settings, arch), say)
         say(f"predicting {len(rows)} CTs with the {arch} lesion model")
         predictions = root / "predictions" / arch
-        paper = PredictSettings(candidate_checks=None, extent_mm=None)
+        paper = PredictSettings(candidate_checks=None, extent_mm=None, flip_tta=False)
         outcomes = predict_cases(Predictor(run, liver, paper), [
             CaseInput(r.case_id, r.image) for r in rows], predictions)
         failed = [o for o in outcomes if o.status == "failed"]

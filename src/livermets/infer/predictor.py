@@ -107,7 +107,9 @@ class PredictSettings:
     failed only the contrast check is grown so (with `extent_mm`) and checked again, kept when it
     passes (`infer.extent.second_chance`; off by default: measured in benchmarks/RESULTS.md);
     `flip_tta`: the lesion model(s) also read each slice mirrored left-right and the two
-    probabilities are averaged (twice the lesion network's cost).
+    probabilities are averaged (twice the lesion network's cost; on by default: fewer false
+    positives and more lesions found on real and generated CT, benchmarks/RESULTS.md; off
+    in `study`, the paper's method).
     """
 
     threshold: str | float = "otsu"
@@ -121,7 +123,7 @@ class PredictSettings:
     outline_threshold: float | None = None
     extent_mm: float | None = DEFAULT_EXTENT_MM
     recheck_grown: bool = False
-    flip_tta: bool = False
+    flip_tta: bool = True
 
     def __post_init__(self) -> None:
         if self.liver_dilation_mm < 0:
