@@ -12,7 +12,7 @@ from livermets.evaluate.run import evaluate_manifest
 from livermets.io.manifest import read_manifest
 from livermets.report.build import build_report
 from livermets.study import StudySettings, radiomics_stage
-from tests.radiomics.test_delta_agreement import study  # noqa: F401  (the fixture)
+from tests.radiomics.study_cohort import study  # noqa: F401  (the fixture)
 
 SUBSET = {"imageType": {"Original": {}}, "featureClass": {"shape": [], "firstorder": []},
           "setting": {"resampledPixelSpacing": [1.0, 1.0, 1.0], "interpolator": "sitkBSpline",

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,8 @@ from livermets.errors import InputError
 
 if TYPE_CHECKING:
     from livermets.config import DistributedEnvironment
+    from livermets.infer.shards import Shard
+    from livermets.radiomics.run import RadiomicsPlan, RadiomicsResult
 
 logger = logging.getLogger("livermets")
 T = TypeVar("T")
@@ -438,7 +441,7 @@ def predict(
         from livermets.infer.candidates import CandidateChecks
         from livermets.infer.outputs import case_folders, collect_cases, predict_cases
         from livermets.infer.predictor import Predictor, PredictSettings
-        from livermets.infer.shards import Shard, parse_shard, shard_of
+        from livermets.infer.shards import shard_of
         from livermets.infer.threshold import parse_threshold
         from livermets.models.starter import starter_model_path
 
@@ -449,14 +452,7 @@ def predict(
         if liver_mask is not None and liver_model is not None:
             raise InputError("give either --liver-mask (the CT's own mask) or --liver-model, "
                              "not both")
-        share = parse_shard(shard) if shard is not None else None
-        if share is not None and env.is_distributed:
-            raise InputError("--shard is not for torchrun: each rank takes its own share")
-        if merge and (share is not None or env.is_distributed):
-            raise InputError("--merge runs alone, after the shards: leave out --shard and "
-                             "torchrun")
-        if env.is_distributed:
-            share = Shard(env.rank + 1, env.world_size)
+        share = _share(shard, merge, env)
         cases = _prediction_inputs(inputs or [], manifest, liver_mask, case_id, manifest_liver)
         if (share is not None or merge) and manifest is None and len(cases) < 2:
             raise InputError("--shard, --merge and torchrun share out a cohort: give "
@@ -506,18 +502,40 @@ def predict(
         raise typer.Exit(2)
 
 
+def _share(shard: str | None, merge: bool, env: DistributedEnvironment) -> Shard | None:
+    """This process's share of the cases (`predict`, `radiomics`): `--shard K/N`, or the rank's
+    under torchrun, or None (all); `InputError` for `--shard` under torchrun or `--merge`
+    with either."""
+    from livermets.infer.shards import Shard, parse_shard
+
+    share = parse_shard(shard) if shard is not None else None
+    if share is not None and env.is_distributed:
+        raise InputError("--shard is not for torchrun: each rank takes its own share")
+    if merge and (share is not None or env.is_distributed):
+        raise InputError("--merge runs alone, after the shards: leave out --shard and "
+                         "torchrun")
+    if env.is_distributed:
+        share = Shard(env.rank + 1, env.world_size)
+    return share
+
+
+def _rank_cores(env: DistributedEnvironment) -> int:
+    """This rank's share of its machine's cores: the cores divided among the machine's ranks."""
+    from livermets.infer.shards import machine_cpus, rank_threads
+
+    return rank_threads(machine_cpus(), env.local_world_size)
+
+
 def _start_rank(env: DistributedEnvironment) -> None:
     """Join torchrun's ranks and give this one its share of the machine's cores."""
     import torch
 
-    from livermets.infer.shards import rank_threads, start_ranks
+    from livermets.infer.shards import start_ranks
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = rank_threads(cpus or 1, env.local_world_size)
+    threads = _rank_cores(env)
     torch.set_num_threads(threads)
     start_ranks()
-    logger.info("rank %d of %d: %d torch thread(s)", env.rank + 1,
-                                     env.world_size, threads)
+    logger.info("rank %d of %d: %d torch thread(s)", env.rank + 1, env.world_size, threads)
 
 
 def _prediction_inputs(inputs: list[Path], manifest: Path | None, liver_mask: Path | None,
@@ -761,8 +779,19 @@ def radiomics(
                                              "OUT/delta.csv, each feature's change over its "
                                              "persistent lesion pairs.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Processes extracting CTs in parallel.")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes extracting CTs in parallel (under "
+                                              "torchrun: per rank, at most its cores).")] = 1,
     redo: Annotated[bool, typer.Option(help="Recompute CTs that finished before.")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: extract only the K-th of N shares of the CTs (as "
+                                      "predict --shard), writing only their per-case files; "
+                                      "then --merge. Under torchrun each rank takes its own.")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option(help="Extract nothing: write the cohort's files from the finished "
+                                "per-case files (after --shard runs), listing CTs missing "
+                                "(exit code 2).")
+    ] = False,
 ) -> None:
     """IBSI-style radiomics features (pyradiomics) of every lesion of every CT.
 
@@ -774,24 +803,90 @@ def radiomics(
     vs reference over the detected lesions) and OUT/agreement_summary.csv (per class, the
     share of features with ICC >= 0.75 and >= 0.9).
     A CT that fails is reported and the others go on (exit code 2 at the end).
+
+    Sharing the work: `--shard K/N` extracts the K-th of N shares of the CTs (the same split
+    as predict's) and prints only its own; `--merge` then writes the cohort's files. Under
+    `torchrun` each rank takes its share with the machine's cores divided among its ranks,
+    and rank 0 waits for the others and writes the cohort's files once.
     """
+    from livermets.config import distributed_environment
+
+    env = distributed_environment()
 
     def body() -> dict[str, Any]:
-        from livermets.radiomics.run import radiomics_manifest
+        from livermets.radiomics.run import collect_jobs, plan_radiomics, write_cohort
         from livermets.radiomics.settings import load_params
 
+        share = _share(shard, merge, env)
+        if merge and redo:
+            raise InputError("--merge extracts nothing: leave out --redo")
         chosen = load_params(params) if params is not None else None
-        result = radiomics_manifest(manifest, out, predictions=predictions, params=chosen,
-                                    tracking=tracking or (), workers=workers, redo=redo)
-        return {"out": str(result.out), "lesions": result.lesions,
-                "skipped_rows": result.skipped_rows, "delta_pairs": result.delta_pairs,
-                "agreement_pairs": result.agreement_pairs,
-                "cases": [o.__dict__ for o in result.outcomes]}
+        plan = plan_radiomics(manifest, out, predictions=predictions, params=chosen,
+                              tracking=tracking or (), workers=workers,
+                              cores=_rank_cores(env) if env.is_distributed else None,
+                              redo=redo)
+        if merge:
+            return _radiomics_summary(write_cohort(plan, collect_jobs(plan), seconds=None,
+                                                   extra={"merged": True}))
+        if share is not None and not env.is_distributed:
+            return _radiomics_shard(plan, share, redo=redo)
+        return _radiomics_cohort(plan, env, redo=redo)
 
     summary = _run(body)
+    if not env.is_main:  # rank 0 writes the cohort's files and prints the summary
+        return
     _print_json(summary)
-    if any(case["status"] == "failed" for case in summary["cases"]):
+    if any(case["status"] in ("failed", "missing") for case in summary["cases"]):
         raise typer.Exit(2)
+
+
+def _radiomics_shard(plan: RadiomicsPlan, share: Shard, *, redo: bool) -> dict[str, Any]:
+    """`radiomics --shard K/N`: the share's per-case files only (and radiomics.json's settings
+    when the folder has none yet); the share's own outcomes."""
+    from livermets.radiomics.run import run_share, write_running_record
+
+    write_running_record(plan, only_if_absent=True)
+    outcomes = run_share(plan, share=share, redo=redo)
+    return {"out": str(plan.out), "shard": str(share), "cases": [o.__dict__ for o in outcomes]}
+
+
+def _radiomics_cohort(plan: RadiomicsPlan, env: DistributedEnvironment, *,
+                      redo: bool) -> dict[str, Any]:
+    """`radiomics` over the whole cohort, in this process or as one of torchrun's ranks: each
+    rank extracts its share, then (after every rank has finished) rank 0 writes the cohort's
+    files and returns the summary; the other ranks return {}."""
+    from livermets.radiomics.run import run_share, write_cohort, write_running_record
+
+    share = None
+    if env.is_distributed:
+        from livermets.infer.shards import Shard, start_ranks
+
+        share = Shard(env.rank + 1, env.world_size)
+        start_ranks()  # every rank has checked its inputs before any rank writes
+        logger.info("rank %d of %d: %d worker(s) on %d core(s)", env.rank + 1, env.world_size,
+                    plan.workers, _rank_cores(env))
+    if env.is_main:
+        write_running_record(plan)
+    tic = time.perf_counter()
+    outcomes = run_share(plan, share=share, redo=redo, progress=env.is_main)
+    if env.is_distributed:  # every rank waits here for the slowest
+        from livermets.infer.shards import gather_from_ranks
+
+        by_job = {(o.case_id, o.source): o for o in gather_from_ranks(outcomes)}
+        if not env.is_main:
+            return {}
+        outcomes = [by_job[(job.case_id, job.source)] for job in plan.jobs]
+    result = write_cohort(plan, outcomes, seconds=time.perf_counter() - tic,
+                          extra={"ranks": env.world_size} if env.is_distributed else None)
+    return _radiomics_summary(result, ranks=env.world_size if env.is_distributed else None)
+
+
+def _radiomics_summary(result: RadiomicsResult, ranks: int | None = None) -> dict[str, Any]:
+    """The printed summary of a radiomics run over the whole cohort."""
+    return {"out": str(result.out), **({"ranks": ranks} if ranks else {}),
+            "lesions": result.lesions, "skipped_rows": result.skipped_rows,
+            "delta_pairs": result.delta_pairs, "agreement_pairs": result.agreement_pairs,
+            "cases": [o.__dict__ for o in result.outcomes]}
 
 
 @app.command()

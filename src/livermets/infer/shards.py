@@ -9,17 +9,19 @@ mod N) would keep a case's share when other cases are added, but with a few doze
 leaves shares uneven (8 cases in 2 shares: 6 and 2 happen); dealing in turn keeps them even,
 and a manifest that changes between runs is still safe, because every share skips the cases
 that finished before, whoever predicted them.
+
+`predict` and `radiomics` share their cases this way. torch is imported only by the two
+functions that talk to the other ranks, so `radiomics` (and its worker processes) load no torch.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-import torch.distributed as dist
 
 from livermets.errors import InputError
 
@@ -64,6 +66,13 @@ def shard_of(case_ids: Sequence[str], k: int, n: int) -> list[str]:
     return [case_id for case_id in case_ids if case_id in mine]
 
 
+def machine_cpus() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def rank_threads(cpus: int, local_world_size: int) -> int:
     """Torch threads for each of `local_world_size` processes on a machine of `cpus` cores,
     so that processes x threads fits the cores (at least 1)."""
@@ -72,6 +81,8 @@ def rank_threads(cpus: int, local_world_size: int) -> int:
 
 def start_ranks(timeout: timedelta = RANK_WAIT) -> None:
     """Join torchrun's process group (gloo: the ranks only exchange their case outcomes)."""
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo", timeout=timeout)
 
@@ -80,6 +91,8 @@ def gather_from_ranks(items: list[Any]) -> list[Any]:
     """Every rank's `items`, concatenated in rank order, on every rank; it waits for all
     ranks to get here (the barrier before rank 0 writes the cohort's summary), then leaves
     the process group."""
+    import torch.distributed as dist
+
     gathered: list[list[Any] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, items)
     dist.destroy_process_group()

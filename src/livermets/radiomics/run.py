@@ -14,6 +14,14 @@ reference lesion and its predicted lesion, `evaluate.matching.paired_lesions`) a
 holds each feature's ICC(3,1) over all pairs, `OUT/agreement_summary.csv` the share of
 features with ICC >= 0.75 and >= 0.9 per class (`agreement`).
 
+Sharing the work (`livermets radiomics --shard K/N`, torchrun ranks): `plan_radiomics` checks
+everything and lists the jobs; `run_share` extracts one share's jobs (a share is a set of CTs,
+`infer.shards.shard_of` on the case ids, the same split as `predict`'s) and writes only their
+per-case files; `write_cohort` writes the cohort's files (features.csv, delta.csv,
+agreement.csv, radiomics.json) from the finished per-case files, once, after every share;
+`collect_jobs` reads the per-case files' state for a merge. `radiomics_manifest` is the three in
+one process.
+
 Lesion ids are the ones `evaluate` and `track` use (`labels.lesion_ids`): a reference instance
 map keeps its own labels (instances under `MIN_LESION_VOLUME_MM3` dropped, as in `evaluate`), a
 binary reference's components are numbered by decreasing volume, and predicted lesions keep
@@ -37,6 +45,7 @@ from typing import Any
 from livermets import __version__
 from livermets.datasets.common import MIN_LESION_VOLUME_MM3
 from livermets.errors import InputError
+from livermets.infer.shards import Shard, shard_of
 from livermets.io.atomic import write_csv_atomic, write_text_atomic
 from livermets.io.image import read_image
 from livermets.io.manifest import ManifestRow, check_mask_values, read_manifest
@@ -85,7 +94,8 @@ OUTPUT_FILES = (FEATURES_FILE, RECORD_FILE, DELTA_FILE, AGREEMENT_FILE, AGREEMEN
 
 @dataclass(frozen=True)
 class Job:
-    """One CT with one mask source; `table` is its per-case result file."""
+    """One CT with one mask source; `table` is its per-case result file; `threads`: the
+    SimpleITK threads of the process that runs it (None: SimpleITK's default, every core)."""
 
     case_id: str
     patient_id: str
@@ -96,12 +106,13 @@ class Job:
     table: Path
     params: dict[str, Any]
     min_volume_mm3: float
-    single_thread: bool
+    threads: int | None
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What happened to one job: `status` "done", "skipped" (finished before) or "failed"."""
+    """What happened to one job: `status` "done", "skipped" (finished before) or "failed";
+    `collect_jobs` reports "done" for a finished per-case file and "missing" otherwise."""
 
     case_id: str
     source: str
@@ -109,6 +120,24 @@ class JobOutcome:
     lesions: int | None = None
     seconds: float | None = None
     error: str | None = None
+
+
+#: The statuses of a job whose per-case file holds its rows.
+FINISHED = ("done", "skipped")
+
+
+@dataclass(frozen=True)
+class RadiomicsPlan:
+    """A checked run over a cohort, nothing written yet (`plan_radiomics`): the output folder,
+    the jobs in manifest order, the rows without any mask, `track`'s persistent pairs (None
+    without `tracking`), the worker processes and the settings part of radiomics.json."""
+
+    out: Path
+    jobs: list[Job]
+    skipped_rows: list[str]
+    pairs: list[TrackedPair] | None
+    workers: int
+    settings: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -130,20 +159,43 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
                        params: dict[str, Any] | None = None,
                        tracking: Sequence[PathLike] = (), workers: int = 1,
                        redo: bool = False, progress: bool = True) -> RadiomicsResult:
-    """Features of every lesion of every CT of `manifest` into `out` (module docstring).
+    """Features of every lesion of every CT of `manifest` into `out` (module docstring), in
+    this process (and its `workers`).
 
     `params`: pyradiomics settings (default: `settings.DEFAULT_PARAMS`); `tracking`: `track`
     output folders, for delta.csv; `workers`: processes (1: in this process); `redo`:
-    recompute finished jobs. `InputError`, before any work, for a bad manifest, a missing
-    predictions folder, a tracking folder that is not `track`'s or tracked other masks, unsafe
-    output paths, settings other than those of the finished jobs in `out` (without `redo`),
-    or nothing to extract.
+    recompute finished jobs. `InputError`, before any work, as `plan_radiomics`.
+    """
+    plan = plan_radiomics(manifest, out, predictions=predictions, params=params,
+                          tracking=tracking, workers=workers, redo=redo)
+    write_running_record(plan)
+    tic = time.perf_counter()
+    outcomes = run_share(plan, redo=redo, progress=progress)
+    return write_cohort(plan, outcomes, seconds=time.perf_counter() - tic)
+
+
+def plan_radiomics(manifest: PathLike, out: PathLike, *,
+                   predictions: PathLike | None = None,
+                   params: dict[str, Any] | None = None,
+                   tracking: Sequence[PathLike] = (), workers: int = 1,
+                   cores: int | None = None, redo: bool = False) -> RadiomicsPlan:
+    """Check a run and list its jobs; write nothing.
+
+    `cores`: the cores this process may use (its share of the machine under torchrun; None:
+    all): `workers` is capped to it and each job's SimpleITK threads are `cores` divided among
+    the workers. `InputError` for a bad manifest, a missing predictions folder, a tracking
+    folder that is not `track`'s or tracked other masks, unsafe output paths, settings other
+    than those of the finished jobs in `out` (without `redo`), or nothing to extract.
     """
     out_dir = Path(out)
     params = default_params() if params is None else params
     check_params(params)
     if workers < 1:
         raise InputError(f"--workers {workers}: give 1 or more processes")
+    if cores is not None and workers > cores:
+        logger.warning("--workers %d on %d core(s) for this process: %d worker(s)", workers,
+                       cores, cores)
+        workers = cores
     prediction_dir = Path(predictions) if predictions is not None else None
     if prediction_dir is not None and not prediction_dir.is_dir():
         raise InputError(f"{prediction_dir}: no such predictions folder")
@@ -154,56 +206,127 @@ def radiomics_manifest(manifest: PathLike, out: PathLike, *,
         inputs.append(prediction_dir)
     inputs += [Path(folder) for folder in tracking]
     _check_out(out_dir, inputs, params, redo)
-    jobs, skipped_rows = _jobs(rows, out_dir, prediction_dir, params, inputs, workers > 1)
+    jobs, skipped_rows = _jobs(rows, out_dir, prediction_dir, params, inputs,
+                               job_threads(workers, cores))
     if not jobs:
         raise InputError(f"{manifest}: no row has a lesion_mask (and no --predictions); "
                          "nothing to extract")
     owners = {job.mask.resolve(): MaskOwner(job.case_id, job.patient_id, job.source)
               for job in jobs}
     pairs = [pair for folder in tracking for pair in tracked_pairs(Path(folder), owners)]
+    settings = {
+        "params": params, "manifest": str(Path(manifest).resolve()),
+        "predictions": None if prediction_dir is None else str(prediction_dir.resolve()),
+        "tracking": [str(Path(folder).resolve()) for folder in tracking], "workers": workers,
+        "versions": _versions()}
+    return RadiomicsPlan(out_dir, jobs, skipped_rows, pairs if tracking else None, workers,
+                         settings)
 
-    make_folder(out_dir)
-    mark_as_ours(out_dir, "radiomics")
+
+def job_threads(workers: int, cores: int | None) -> int | None:
+    """SimpleITK threads for each of `workers` processes given `cores` (None: no limit, and
+    then one thread per worker when there are several, SimpleITK's default for one)."""
+    if cores is None:
+        return 1 if workers > 1 else None
+    return max(1, cores // workers)
+
+
+def write_running_record(plan: RadiomicsPlan, *, only_if_absent: bool = False) -> None:
+    """radiomics.json with the settings and status "running" (so that a run with other settings
+    is refused before it finishes); with `only_if_absent`, only where `out` holds none yet (a
+    `--shard` run: the first share pins the settings, the merge writes the final record)."""
+    path = plan.out / RECORD_FILE
+    if only_if_absent and path.is_file():
+        return
+    _prepare_out(plan.out)
+    write_text_atomic(path, json.dumps({"status": "running", **plan.settings}, indent=2) + "\n")
+
+
+def run_share(plan: RadiomicsPlan, *, share: Shard | None = None, redo: bool = False,
+              progress: bool = True) -> list[JobOutcome]:
+    """Extract the jobs of `share` (all jobs: None) into their per-case files, and the lesion
+    pairs of its CTs with both sources; write nothing else. The outcomes of the share's jobs,
+    in plan order; finished jobs are skipped unless `redo`."""
+    jobs = plan.jobs
+    if share is not None:
+        mine = set(shard_of([job.case_id for job in jobs], share.k, share.n))
+        jobs = [job for job in jobs if job.case_id in mine]
+    _prepare_out(plan.out)
     for folder in dict.fromkeys(job.table.parent for job in jobs):
         make_folder(folder)
         mark_as_ours(folder, "radiomics")
-    record: dict[str, Any] = {
-        "status": "running", "params": params, "manifest": str(Path(manifest).resolve()),
-        "predictions": None if prediction_dir is None else str(prediction_dir.resolve()),
-        "tracking": [str(Path(folder).resolve()) for folder in tracking],
-        "workers": workers, "versions": _versions()}
-    write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
-    tic = time.perf_counter()
-    outcomes = _run_jobs(jobs, workers, redo=redo, progress=progress)
-    seconds = time.perf_counter() - tic
-    rows_out, columns = _gather([j for j, o in zip(jobs, outcomes, strict=True)
-                                 if o.status != "failed"])
-    write_csv_atomic(out_dir / FEATURES_FILE, rows_out, columns)
+    outcomes = _run_jobs(jobs, plan.workers, redo=redo, progress=progress)
+    _write_case_pairs(jobs, outcomes, redo=redo)
+    return outcomes
+
+
+def collect_jobs(plan: RadiomicsPlan) -> list[JobOutcome]:
+    """Each job's state read from its per-case file, computing nothing (`radiomics --merge`):
+    "done" with its lesion count where the file exists, "missing" otherwise (not run yet, or
+    failed: its share's printed summary and log say why)."""
+    outcomes = []
+    for job in plan.jobs:
+        if job.table.is_file():
+            with job.table.open(newline="", encoding="utf-8") as file:
+                lesions = sum(1 for _ in csv.DictReader(file))
+            outcomes.append(JobOutcome(job.case_id, job.source, "done", lesions=lesions))
+        else:
+            outcomes.append(JobOutcome(job.case_id, job.source, "missing",
+                                       error="not extracted: run its share again"))
+    return outcomes
+
+
+def write_cohort(plan: RadiomicsPlan, outcomes: Sequence[JobOutcome], *,
+                 seconds: float | None, extra: dict[str, Any] | None = None
+                 ) -> RadiomicsResult:
+    """The cohort's files from the finished jobs' per-case files: features.csv (manifest
+    order), delta.csv (with tracking), agreement.csv and agreement_summary.csv (CTs with both
+    sources), radiomics.json (`extra` added to it; `seconds`: the extraction's wall time, None
+    for a merge, which extracts nothing). Stale cohort files of an earlier run are removed."""
+    if len(outcomes) != len(plan.jobs):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(plan.jobs)} jobs")
+    out = plan.out
+    _prepare_out(out)
+    rows_out, columns = _gather([j for j, o in zip(plan.jobs, outcomes, strict=True)
+                                 if o.status in FINISHED])
+    write_csv_atomic(out / FEATURES_FILE, rows_out, columns)
     names = [c for c in columns if c not in IDENTITY_COLUMNS and c != NOTE_COLUMN]
     by_lesion = {(r["case_id"], r["mask_source"], r["lesion_id"]): r for r in rows_out}
-    if tracking:
-        write_csv_atomic(out_dir / DELTA_FILE, delta_rows(pairs, by_lesion, names),
+    record: dict[str, Any] = {"status": "running", **plan.settings, **(extra or {})}
+    if plan.pairs is not None:
+        write_csv_atomic(out / DELTA_FILE, delta_rows(plan.pairs, by_lesion, names),
                          delta_columns(names))
-        record["delta"] = _delta_record(pairs)
+        record["delta"] = _delta_record(plan.pairs)
     else:
-        (out_dir / DELTA_FILE).unlink(missing_ok=True)  # an earlier run's, now stale
-    agreement = _agreement(jobs, outcomes, by_lesion, names, out_dir, redo=redo)
+        (out / DELTA_FILE).unlink(missing_ok=True)  # an earlier run's, now stale
+    agreement = _agreement(plan.jobs, outcomes, by_lesion, names, out)
     if agreement is not None:
         record["agreement"] = agreement
     else:
         for name in (AGREEMENT_FILE, AGREEMENT_SUMMARY_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-    computed = sum(o.lesions or 0 for o in outcomes if o.status == "done")
+            (out / name).unlink(missing_ok=True)
     record |= {"status": "finished", "lesions": len(rows_out),
-               "outcomes": [asdict(o) for o in outcomes], "skipped_rows": skipped_rows,
-               "timing": {"seconds": round(seconds, 2), "lesions_computed": computed,
-                          "lesions_per_second": round(computed / seconds, 3)
-                          if computed and seconds > 0 else None}}
-    write_text_atomic(out_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
-    return RadiomicsResult(out_dir, outcomes, len(rows_out), skipped_rows,
-                           delta_pairs=len(pairs) if tracking else None,
+               "outcomes": [asdict(o) for o in outcomes], "skipped_rows": plan.skipped_rows,
+               "timing": None if seconds is None else _timing(outcomes, seconds)}
+    write_text_atomic(out / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    return RadiomicsResult(out, list(outcomes), len(rows_out), plan.skipped_rows,
+                           delta_pairs=None if plan.pairs is None else len(plan.pairs),
                            agreement_pairs=None if agreement is None
                            else agreement["lesion_pairs"])
+
+
+def _timing(outcomes: Sequence[JobOutcome], seconds: float) -> dict[str, Any]:
+    """The extraction's speed for radiomics.json: lesions computed (not skipped) per second."""
+    computed = sum(o.lesions or 0 for o in outcomes if o.status == "done")
+    return {"seconds": round(seconds, 2), "lesions_computed": computed,
+            "lesions_per_second": round(computed / seconds, 3)
+            if computed and seconds > 0 else None}
+
+
+def _prepare_out(out: Path) -> None:
+    """Create `out` (if needed) and mark it as livermets'."""
+    make_folder(out)
+    mark_as_ours(out, "radiomics")
 
 
 def _delta_record(pairs: Sequence[TrackedPair]) -> dict[str, Any]:
@@ -213,33 +336,62 @@ def _delta_record(pairs: Sequence[TrackedPair]) -> dict[str, Any]:
     return {"file": DELTA_FILE, "pairs": len(pairs), "pairs_by_source": counts}
 
 
-def _agreement(jobs: Sequence[Job], outcomes: Sequence[JobOutcome],
-               features: dict[tuple[str, str, str], dict[str, str]], names: Sequence[str],
-               out: Path, *, redo: bool) -> dict[str, Any] | None:
-    """agreement.csv and agreement_summary.csv over the lesion pairs of every CT whose two
-    sources finished; their record, or None when no CT has both."""
+def _both_sources(jobs: Sequence[Job], outcomes: Sequence[JobOutcome]
+                  ) -> dict[str, dict[str, tuple[Job, JobOutcome]]]:
+    """The CTs whose reference and predicted jobs both finished: each source's job and outcome."""
     finished: dict[str, dict[str, tuple[Job, JobOutcome]]] = {}
     for job, outcome in zip(jobs, outcomes, strict=True):
-        if outcome.status != "failed":
+        if outcome.status in FINISHED:
             finished.setdefault(job.case_id, {})[job.source] = (job, outcome)
-    both = {case: sources for case, sources in finished.items() if len(sources) == 2}
+    return {case: sources for case, sources in finished.items() if len(sources) == 2}
+
+
+def _pairs_table(reference: Job, predicted: Job) -> Path:
+    """Write `cases/<case_id>/pairs.csv`, the CT's lesion pairs (`agreement.case_pairs`)."""
+    table = reference.table.parent / PAIRS_FILE
+    found = case_pairs(reference.mask, predicted.mask,
+                       reference_min_mm3=reference.min_volume_mm3)
+    write_csv_atomic(table, [{"reference_lesion_id": p.reference_id,
+                              "predicted_lesion_id": p.predicted_id,
+                              "dice": round(p.dice, 4)} for p in found], PAIR_COLUMNS)
+    return table
+
+
+def _write_case_pairs(jobs: Sequence[Job], outcomes: Sequence[JobOutcome], *,
+                      redo: bool) -> None:
+    """pairs.csv of each CT with both sources finished, made again when either source was
+    (or `redo`); a CT whose pairs fail is logged, and `_agreement` reports it."""
+    for case_id, sources in _both_sources(jobs, outcomes).items():
+        (reference, ref_outcome), (predicted, pred_outcome) = (sources[REFERENCE],
+                                                               sources[PREDICTED])
+        table = reference.table.parent / PAIRS_FILE
+        if not (redo or not table.is_file() or "done" in (ref_outcome.status,
+                                                          pred_outcome.status)):
+            continue
+        try:
+            _pairs_table(reference, predicted)
+        except Exception as error:  # one CT's failure never stops the cohort
+            table.unlink(missing_ok=True)  # stale: its masks changed
+            logger.error("%s: no lesion pairs for the agreement: %s", case_id, error)
+
+
+def _agreement(jobs: Sequence[Job], outcomes: Sequence[JobOutcome],
+               features: dict[tuple[str, str, str], dict[str, str]], names: Sequence[str],
+               out: Path) -> dict[str, Any] | None:
+    """agreement.csv and agreement_summary.csv over the lesion pairs (each CT's pairs.csv,
+    made where missing) of every CT whose two sources finished; their record, or None when no
+    CT has both."""
+    both = _both_sources(jobs, outcomes)
     if not both:
         return None
     pairs: list[tuple[dict[str, str], dict[str, str]]] = []
     failed: dict[str, str] = {}
     for case_id, sources in both.items():
-        (reference, ref_outcome), (predicted, pred_outcome) = (sources[REFERENCE],
-                                                               sources[PREDICTED])
+        reference, predicted = sources[REFERENCE][0], sources[PREDICTED][0]
         table = reference.table.parent / PAIRS_FILE
         try:
-            if redo or not table.is_file() or "done" in (ref_outcome.status,
-                                                         pred_outcome.status):
-                found = case_pairs(reference.mask, predicted.mask,
-                                   reference_min_mm3=reference.min_volume_mm3)
-                write_csv_atomic(table, [{"reference_lesion_id": p.reference_id,
-                                          "predicted_lesion_id": p.predicted_id,
-                                          "dice": round(p.dice, 4)} for p in found],
-                                 PAIR_COLUMNS)
+            if not table.is_file():
+                _pairs_table(reference, predicted)
             with table.open(newline="", encoding="utf-8") as file:
                 case_rows = list(csv.DictReader(file))
         except Exception as error:  # one CT's failure never stops the cohort
@@ -282,7 +434,7 @@ def _check_out(out: Path, inputs: Sequence[Path], params: dict[str, Any], redo: 
 
 
 def _jobs(rows: Sequence[ManifestRow], out: Path, predictions: Path | None,
-          params: dict[str, Any], inputs: Sequence[Path], single_thread: bool
+          params: dict[str, Any], inputs: Sequence[Path], threads: int | None
           ) -> tuple[list[Job], list[str]]:
     """The jobs in manifest order (reference before predicted) and the rows without any."""
     jobs, skipped = [], []
@@ -301,7 +453,7 @@ def _jobs(rows: Sequence[ManifestRow], out: Path, predictions: Path | None,
         check_replaceable(folder)
         for source, mask, min_volume in masks:
             jobs.append(Job(row.case_id, row.patient_id, row.timepoint, source, row.image,
-                            mask, folder / f"{source}.csv", params, min_volume, single_thread))
+                            mask, folder / f"{source}.csv", params, min_volume, threads))
     return jobs, skipped
 
 
@@ -352,10 +504,10 @@ def run_job(job: Job) -> JobOutcome:
     the outcome's `error`."""
     tic = time.perf_counter()
     try:
-        if job.single_thread:
+        if job.threads is not None:
             import SimpleITK as sitk
 
-            sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
+            sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(job.threads)
         rows = _job_rows(job)
     except InputError as error:
         return JobOutcome(job.case_id, job.source, "failed", error=str(error))
