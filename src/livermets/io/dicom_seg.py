@@ -414,8 +414,13 @@ def _segmentation(
 
 
 def _stacked_masks(segments: Sequence[SegmentSpec], source: Volume) -> npt.NDArray[np.uint8]:
-    """The masks as one uint8 array (z, y, x, segments); refuses wrong shapes and values."""
-    stacked = np.zeros((*source.shape, len(segments)), dtype=np.uint8)
+    """The masks as one uint8 array (z, y, x, segments); refuses wrong shapes and values.
+
+    Stored segment by segment (a (z, y, x, segments) view of a (segments, z, y, x) array):
+    the same values, but each segment's frame is contiguous, so highdicom's checks (a sum
+    over segments, `any` per frame) and its frame encoding run over whole rows.
+    """
+    stacked = np.moveaxis(np.zeros((len(segments), *source.shape), dtype=np.uint8), 0, -1)
     for k, spec in enumerate(segments):
         mask = np.asarray(spec.mask)
         if mask.shape != source.shape:
