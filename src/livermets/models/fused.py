@@ -15,6 +15,7 @@ plain Conv2d (zero padding, numeric padding) directly followed by a ReLU is left
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -83,7 +84,7 @@ def fuse_conv_relu(model: nn.Module) -> tuple[nn.Module, int]:
         if not isinstance(module, nn.Sequential):
             continue
         names = list(module._modules)
-        for first, second in zip(names, names[1:], strict=False):
+        for first, second in itertools.pairwise(names):
             conv, relu = module._modules[first], module._modules[second]
             if conv is not None and relu is not None and _fusable(conv, relu):
                 module._modules[first] = ConvReLU(conv)  # type: ignore[arg-type]
