@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from livermets.errors import InputError
 from livermets.types import Spacing
@@ -31,7 +30,27 @@ def grown_box(mask: npt.NDArray[np.generic], spacing: Spacing,
 
     Raises `InputError` for an empty mask.
     """
-    boxes = ndimage.find_objects((np.asarray(mask) > 0).astype(np.uint8))
-    if not boxes or boxes[0] is None:
+    box = bounding_box(mask)
+    if box is None:
         raise InputError("the liver mask is empty; check the liver mask or the liver model")
-    return grow_box(boxes[0], spacing, radius_mm, np.shape(mask))
+    return grow_box(box, spacing, radius_mm, np.shape(mask))
+
+
+def bounding_box(mask: npt.NDArray[np.generic]) -> tuple[slice, ...] | None:
+    """The bounding box of `mask > 0` (one slice per axis, e.g. z, y, x); None when empty.
+
+    From the mask's projections on each axis, the first axis first and then only over the
+    range found: the box `ndimage.find_objects` gives, a few times faster.
+    """
+    inside = np.asarray(mask)
+    if inside.dtype != bool:
+        inside = inside > 0
+    if inside.ndim == 0 or inside.size == 0:
+        return None
+    first = np.flatnonzero(inside.any(axis=tuple(range(1, inside.ndim))))
+    if first.size == 0:
+        return None
+    slab = inside[first[0] : first[-1] + 1]
+    others = [np.flatnonzero(slab.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+              for axis in range(1, inside.ndim)]
+    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (first, *others))

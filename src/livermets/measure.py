@@ -148,11 +148,15 @@ def longest_axial_diameter_mm(mask: npt.ArrayLike, spacing: Spacing
     return best
 
 
-def measure_lesions(labels: npt.ArrayLike, spacing: Spacing) -> dict[int, LesionMeasurement]:
+def measure_lesions(labels: npt.ArrayLike, spacing: Spacing, *,
+                    boxes: Sequence[tuple[slice, ...] | None] | None = None
+                    ) -> dict[int, LesionMeasurement]:
     """Measure every lesion of an instance label map (z, y, x), 0 = background.
 
     Returns {label: LesionMeasurement} for the labels present, in increasing label order.
-    `diameter_slice` is an index of the whole volume. Integer labels are required.
+    `diameter_slice` is an index of the whole volume. Integer labels are required. `boxes`:
+    `ndimage.find_objects(labels)` when the caller has it already (`lesion_boxes`), else it is
+    computed here.
     """
     array = np.asarray(labels)
     if not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_:
@@ -161,7 +165,7 @@ def measure_lesions(labels: npt.ArrayLike, spacing: Spacing) -> dict[int, Lesion
     if array.dtype == np.bool_:
         array = array.view(np.uint8)
     measurements: dict[int, LesionMeasurement] = {}
-    for index, box in enumerate(ndimage.find_objects(array)):
+    for index, box in enumerate(ndimage.find_objects(array) if boxes is None else boxes):
         if box is None:
             continue
         label = index + 1
@@ -181,3 +185,17 @@ def measure_lesions(labels: npt.ArrayLike, spacing: Spacing) -> dict[int, Lesion
                          float(centre[2] * spacing[2])),
         )
     return measurements
+
+
+def lesion_boxes(labels: npt.NDArray[np.integer], within: tuple[slice, ...] | None = None
+                 ) -> list[tuple[slice, ...] | None]:
+    """`ndimage.find_objects(labels)` (the bounding box of label k at index k - 1, None where
+    absent), searched only inside the box `within` when every label lies in it: the same
+    boxes, in whole-volume indices, without a pass over the rest of the volume."""
+    if within is None:
+        return list(ndimage.find_objects(labels))
+    found = ndimage.find_objects(labels[within])
+    return [None if box is None else
+            tuple(slice(s.start + (w.start or 0), s.stop + (w.start or 0)) for s, w in
+                  zip(box, within, strict=True))
+            for box in found]

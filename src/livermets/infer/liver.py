@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from livermets.boxes import bounding_box
 from livermets.errors import InputError
 from livermets.infer.slices import iter_slice_probabilities
 from livermets.labels import connected_components, fill_holes, label_medians
@@ -88,21 +89,9 @@ def postprocess_liver(above: npt.NDArray[np.bool_], sure: npt.NDArray[np.bool_],
 
 
 def _bounding_box(mask: npt.NDArray[np.generic]) -> tuple[slice, ...] | None:
-    """The bounding box of `mask > 0` (z, y, x slices); None when it is empty.
-
-    From the mask's projections on each axis, z first and then only over the slices found:
-    a few times faster than `ndimage.find_objects`.
-    """
-    inside = np.asarray(mask)
-    if inside.dtype != bool:
-        inside = inside > 0
-    z = np.flatnonzero(inside.any(axis=(1, 2)))
-    if z.size == 0:
-        return None
-    slab = inside[z[0] : z[-1] + 1]
-    y = np.flatnonzero(slab.any(axis=(0, 2)))
-    x = np.flatnonzero(slab.any(axis=(0, 1)))
-    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (z, y, x))
+    """The bounding box of `mask > 0` (z, y, x slices); None when it is empty
+    (`boxes.bounding_box`)."""
+    return bounding_box(mask)
 
 
 def _notch_box(box: tuple[slice, ...], spacing: Spacing, shape: tuple[int, ...]

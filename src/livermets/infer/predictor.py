@@ -56,7 +56,7 @@ from livermets.io.image import check_ct
 from livermets.io.manifest import check_mask_values
 from livermets.io.volume import Volume
 from livermets.labels import instance_labels
-from livermets.measure import measure_lesions
+from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
 from livermets.preprocess import (
@@ -266,7 +266,7 @@ class Predictor:
 
         tic = time.perf_counter()
         found = self.lesion_labels(probability, liver, ct.spacing, hu)
-        table = lesion_table(found.labels, ct)
+        table = lesion_table(found.labels, ct, within=found.box)
         rejected = rejected_table(found, ct)
         timings["postprocess_s"] = time.perf_counter() - tic
         logger.info("%d lesion(s), %d candidate(s) rejected; threshold %.3f (%s); liver %.0f mL",
@@ -310,7 +310,7 @@ class Predictor:
                                      min_volume_mm3=self.settings.min_lesion_mm3)
         if self.settings.candidate_checks is None:
             lesions = self._extended(labels_box, hu[box], liver_box, spacing)
-            return FoundLesions(_placed(lesions, box, probability.shape), threshold)
+            return FoundLesions(_placed(lesions, box, probability.shape), threshold, box=box)
         checked = check_candidates(labels_box, hu[box], liver[box], spacing,
                                    self.settings.candidate_checks, probability[box])
         extent = self.settings.extent()
@@ -320,7 +320,7 @@ class Predictor:
         lesions = self._extended(checked.lesions, hu[box], liver_box, spacing)
         return FoundLesions(_placed(lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
-                            checked.rejected_measures, checked.rejected_reasons)
+                            checked.rejected_measures, checked.rejected_reasons, box=box)
 
     def _extended(self, lesions: npt.NDArray[np.unsignedinteger], hu: npt.NDArray[np.generic],
                   liver: npt.NDArray[np.bool_], spacing: tuple[float, float, float]
@@ -359,13 +359,15 @@ class Predictor:
 class FoundLesions:
     """Steps 4-6 on a CT's grid: the lesions (1..K by decreasing volume), the threshold, the
     rejected candidates (1..R by decreasing volume; None when the checks are off) with their
-    measures and failed checks."""
+    measures and failed checks; `box`: the box (z, y, x slices) holding every lesion and
+    candidate, None when unknown."""
 
     labels: npt.NDArray[np.unsignedinteger]
     threshold: ThresholdResult
     rejected: npt.NDArray[np.unsignedinteger] | None = None
     rejected_measures: list[CandidateMeasures] = field(default_factory=list)
     rejected_reasons: list[list[str]] = field(default_factory=list)
+    box: tuple[slice, ...] | None = None
 
 
 def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
@@ -381,7 +383,8 @@ def rejected_table(found: FoundLesions, ct: Volume) -> list[dict[str, Any]]:
     if found.rejected is None:
         return []
     rows = []
-    for row, measures, reasons in zip(lesion_table(found.rejected, ct), found.rejected_measures,
+    for row, measures, reasons in zip(lesion_table(found.rejected, ct, within=found.box),
+                                      found.rejected_measures,
                                       found.rejected_reasons, strict=True):
         rows.append({"candidate_id": row.pop("lesion_id"), **row, **measures.to_row(),
                      "failed_checks": " ".join(reasons)})
@@ -425,17 +428,20 @@ def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
     return out
 
 
-def lesion_table(labels: npt.NDArray[np.integer], ct: Volume) -> list[dict[str, Any]]:
+def lesion_table(labels: npt.NDArray[np.integer], ct: Volume, *,
+                 within: tuple[slice, ...] | None = None) -> list[dict[str, Any]]:
     """One row per lesion of `labels` (instance map on `ct`'s grid), with `LESION_COLUMNS`.
 
     Diameters are RECIST's (longest axial, edge to edge, mm) from `livermets.measure`;
     `slice_index` is the z index of the slice where it is longest; the centroid is in patient
-    LPS coordinates (mm); `mean_hu` the CT's mean inside the lesion.
+    LPS coordinates (mm); `mean_hu` the CT's mean inside the lesion. `within`: a box (z, y, x
+    slices) holding every lesion, where the lesions' boxes are searched (one pass over it, not
+    two over the CT); None: the whole CT.
     """
-    measured = measure_lesions(labels, ct.spacing)
+    boxes = lesion_boxes(labels, within)  # per-lesion boxes: no whole-volume float copies
+    measured = measure_lesions(labels, ct.spacing, boxes=boxes)
     if not measured:
         return []
-    boxes = ndimage.find_objects(labels)  # per-lesion boxes: no whole-volume float copies
     rows = []
     for lesion_id, m in measured.items():
         box = boxes[lesion_id - 1]

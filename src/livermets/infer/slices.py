@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from livermets.models.fused import fuse_conv_relu
 from livermets.models.saved import SavedModel
 from livermets.preprocess import AIR_HU, PlaneMapping, context_indices
 
@@ -30,6 +31,7 @@ def iter_slice_probabilities(
     centres: range | None = None,
     steps: int = 0,
     flip: bool = False,
+    fuse: bool = True,
 ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
     """Yield (index into `centres` of the batch's first slice, probabilities (b, y, x) float32
     on the CT grid) per batch.
@@ -42,13 +44,17 @@ def iter_slice_probabilities(
     the slices `steps` above and below it in `hu` as channels (clipped at `hu`'s ends; give
     `hu` those neighbours beyond `centres`). With `flip` (test-time augmentation) each batch
     also goes through mirrored left-right, and the two probabilities are averaged (for models
-    trained with left-right flips: the lesion models). Only one batch is in memory at a time.
+    trained with left-right flips: the lesion models). With `fuse` each convolution + ReLU
+    runs as one oneDNN call (`models.fused`: the same probabilities, the U-Nets' forward pass
+    about 1.3x faster). Only one batch is in memory at a time.
     """
     size = int(model.preprocessing["image_size"])
     mapping = PlaneMapping(hu.shape[1], hu.shape[2], size)
     network = model.model.eval()
     if channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if fuse:
+        network, _ = fuse_conv_relu(network)
     pad = float(model.preprocessing.get("pad_hu", AIR_HU))
     context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     wanted = centres if centres is not None else range(hu.shape[0])
@@ -83,10 +89,11 @@ def slice_probabilities(
     centres: range | None = None,
     steps: int = 0,
     flip: bool = False,
+    fuse: bool = True,
 ) -> npt.NDArray[np.float32]:
     """Sigmoid probabilities (z, y, x) float32 on the CT grid for the slices `centres`
-    (default: all) of CT slices `hu` (z, y, x); `steps` (2.5D context) and `flip` (left-right
-    test-time augmentation) as in `iter_slice_probabilities`.
+    (default: all) of CT slices `hu` (z, y, x); `steps` (2.5D context), `flip` (left-right
+    test-time augmentation) and `fuse` as in `iter_slice_probabilities`.
 
     The batches gathered into `out` (a float32 array of (len(centres), y, x), e.g. a slab of a
     larger volume) or a new one; returns it.
@@ -96,6 +103,7 @@ def slice_probabilities(
         out = np.empty((len(wanted), *hu.shape[1:]), dtype=np.float32)
     for start, probability in iter_slice_probabilities(
             model, hu, normalise, batch_size=batch_size, bf16=bf16,
-            channels_last=channels_last, centres=wanted, steps=steps, flip=flip):
+            channels_last=channels_last, centres=wanted, steps=steps, flip=flip,
+            fuse=fuse):
         out[start : start + probability.shape[0]] = probability
     return out

@@ -1,0 +1,148 @@
+"""The faster `predict` (issue 23, bar 07) gives the same numbers as the straightforward code.
+
+Each speed-up is checked against what it replaces, on real arrays: the fused convolution +
+ReLU against the two-step forward pass (the shipped starter models on IRCADb 1.17 slices, bf16
+and fp32), the lesion boxes searched in a box against `ndimage.find_objects` on the whole map,
+the projection bounding box against `find_objects`, the SEG's binary check against `np.isin`,
+and the SEG written from segment-major masks against the same masks stacked pixel by pixel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from scipy import ndimage
+from torch import nn
+
+from livermets.boxes import bounding_box
+from livermets.infer.slices import slice_probabilities
+from livermets.io import dicom_seg
+from livermets.io.image import read_image
+from livermets.io.volume import Volume
+from livermets.measure import lesion_boxes, measure_lesions
+from livermets.models import create_model
+from livermets.models.fused import ConvReLU, fuse_conv_relu, fused_convolutions_available
+from livermets.models.saved import load_model
+from livermets.models.starter import starter_model_path
+from livermets.preprocess import window
+from tests.conftest import shared_path
+
+needs_fusion = pytest.mark.skipif(not fused_convolutions_available(),
+                                  reason="this PyTorch build has no oneDNN fused convolution")
+
+
+@needs_fusion
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
+def test_fused_unet_equals_two_step_forward(bf16: bool) -> None:
+    """Every conv + ReLU pair of the paper's U-Net is fused, and the logits are bit-identical."""
+    torch.manual_seed(0)
+    model = create_model("unet", base_width=8).eval().to(memory_format=torch.channels_last)
+    fused, count = fuse_conv_relu(model)
+    assert count == 14  # 7 double convolutions
+    assert sum(isinstance(m, ConvReLU) for m in fused.modules()) == 14
+    assert not any(isinstance(m, ConvReLU) for m in model.modules())  # the model is untouched
+    images = torch.randn(3, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        expected, got = model(images), fused(images)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)
+
+
+def test_fusion_leaves_other_layers_alone() -> None:
+    """A conv not followed by a ReLU, or with reflect padding, stays as it is."""
+    reflect = nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect")
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), reflect, nn.ReLU())
+    fused, count = fuse_conv_relu(model)
+    assert count == 0
+    assert [type(m) for m in fused] == [nn.Conv2d, nn.Sigmoid, nn.Conv2d, nn.ReLU]
+
+
+@needs_fusion
+@pytest.mark.parametrize("task", ["liver", "lesion"])
+def test_fused_starter_models_equal_on_ircadb_1_17(task: str) -> None:
+    """The shipped models' probabilities on real CT slices, bit for bit, in bf16 and fp32."""
+    ct = read_image(shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM"))
+    hu = ct.array[40:64]  # 24 slices through the liver: three batches of 8
+    model = load_model(starter_model_path(task), expected_task=task)
+    if task == "liver":
+        def normalise(s: Any) -> Any:
+            return window(s, (-150.0, 250.0))
+    else:
+        def normalise(s: Any) -> Any:
+            return ((s - 100.0) / 30.0).astype(np.float32)
+    for bf16 in (True, False):
+        plain = slice_probabilities(model, hu, normalise, bf16=bf16, fuse=False)
+        fused = slice_probabilities(model, hu, normalise, bf16=bf16, fuse=True)
+        assert np.array_equal(plain, fused), f"{task} bf16={bf16}"
+
+
+def test_lesion_boxes_within_a_box_equal_find_objects() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros((20, 30, 40), dtype=np.uint16)
+    labels[5:15, 8:25, 10:35] = rng.integers(0, 6, size=(10, 17, 25))  # label 3 may be absent
+    labels[labels == 3] = 0
+    within = (slice(4, 16), slice(8, 26), slice(9, 35))
+    assert lesion_boxes(labels, within) == list(ndimage.find_objects(labels))
+    assert lesion_boxes(labels) == list(ndimage.find_objects(labels))
+    spacing = (2.0, 0.8, 0.8)
+    assert (measure_lesions(labels, spacing, boxes=lesion_boxes(labels, within))
+            == measure_lesions(labels, spacing))
+
+
+def test_bounding_box_equals_find_objects() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        mask = rng.random((7, 9, 11)) > 0.97
+        expected = ndimage.find_objects(mask.astype(np.uint8))
+        assert bounding_box(mask) == (expected[0] if expected else None)
+    assert bounding_box(np.zeros((3, 4, 5), dtype=np.uint8)) is None
+    assert bounding_box(np.array([[0, 2, 0], [0, 0, 0]])) == (slice(0, 1), slice(1, 2))
+
+
+@pytest.mark.parametrize("values", [
+    np.array([0, 1, 1], dtype=np.uint8), np.array([0, 2], dtype=np.uint8),
+    np.array([0, 1], dtype=np.int16), np.array([-1, 0, 1], dtype=np.int32),
+    np.array([0.0, 1.0]), np.array([0.0, 0.5]), np.array([0.0, np.nan]),
+    np.array([True, False]), np.zeros(0, dtype=np.int64),
+])
+def test_binary_check_agrees_with_isin(values: np.ndarray) -> None:
+    assert dicom_seg._is_binary(values) == bool(np.isin(values, (0, 1)).all())
+
+
+def test_seg_from_segment_major_masks_equals_pixel_major(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SEG written from the segment-major stack has the same frames and attributes as one
+    written from a (z, y, x, segments) C-ordered stack (the layout before issue 23)."""
+    ct = read_image(shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM"))
+    liver = np.zeros(ct.shape, dtype=np.uint8)
+    liver[30:80, 150:300, 120:330] = 1
+    lesions = np.zeros(ct.shape, dtype=bool)
+    lesions[50:60, 200:230, 200:240] = True
+    segments = [dicom_seg.liver_segment(liver), dicom_seg.metastases_segment(lesions)]
+    fast = dicom_seg.write_dicom_seg(tmp_path / "fast.dcm", segments, ct)
+    stacked = dicom_seg._stacked_masks
+
+    def pixel_major(specs: Any, source: Volume) -> np.ndarray:
+        return np.ascontiguousarray(stacked(specs, source))
+
+    monkeypatch.setattr(dicom_seg, "_stacked_masks", pixel_major)
+    plain = dicom_seg.write_dicom_seg(tmp_path / "plain.dcm", segments, ct)
+    assert _seg_content(fast) == _seg_content(plain)
+
+
+#: Attributes that differ between any two writes (fresh UIDs, the time of writing).
+_FRESH = {"SOPInstanceUID", "SeriesInstanceUID", "MediaStorageSOPInstanceUID", "ContentDate",
+          "ContentTime", "SeriesDate", "SeriesTime", "InstanceCreationDate",
+          "InstanceCreationTime", "ContributionDateTime", "DimensionOrganizationUID"}
+
+
+def _seg_content(path: Path) -> list[tuple[Any, Any]]:
+    """Every data element of a SEG (nested ones included) but the fresh UIDs and times."""
+    dataset = pydicom.dcmread(path)
+    return [(e.tag, bytes(e.value) if e.keyword == "PixelData" else e.value)
+            for e in dataset.iterall() if e.keyword not in _FRESH and e.VR != "SQ"]
