@@ -141,11 +141,12 @@ def breakdown(lesions: list[dict[str, Any]], false_positives: int, cases: int,
 def score(models: list[Path], rows: list[ManifestRow], out: Path, *, checks: bool,
           threshold: str | float = "otsu", outline: float | None = None,
           extent: float | None = None, recheck: bool = False,
-          flip: bool = False) -> dict[str, Any]:
+          flip: bool = False, small_cores: bool = False) -> dict[str, Any]:
     """Predict every row with its reference liver (several `models`: their average) and
     evaluate (into `out`/evaluation-checks or evaluation-plain); the per-case figures."""
     settings = PredictSettings(threshold=threshold, outline_threshold=outline,
-                               extent_mm=extent, recheck_grown=recheck, flip_tta=flip)
+                               extent_mm=extent, recheck_grown=recheck, flip_tta=flip,
+                               grow_small_cores=small_cores)
     if not checks:
         settings = PredictSettings(threshold=threshold, outline_threshold=outline,
                                    extent_mm=extent, candidate_checks=None, flip_tta=flip)
@@ -178,6 +179,10 @@ def main() -> None:
     parser.add_argument("--outline", type=float, default=None,
                         help="Grow each lesion to this lower probability (predict's "
                              "--outline-threshold).")
+    parser.add_argument("--grow-small-cores", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="predict's --grow-small-cores (default on, as predict; with the "
+                             "checks only).")
     parser.add_argument("--recheck-grown", action="store_true",
                         help="predict's --recheck-grown (with the checks only).")
     parser.add_argument("--extent-mm", type=float, default=DEFAULT_EXTENT_MM,
@@ -190,7 +195,8 @@ def main() -> None:
     trained = load_model(args.model[0], expected_task="lesion").record
     with_checks = score(args.model, rows, args.out, checks=True, threshold=threshold,
                         outline=args.outline, extent=args.extent_mm or None,
-                        recheck=args.recheck_grown, flip=args.flip_tta)
+                        recheck=args.recheck_grown, flip=args.flip_tta,
+                        small_cores=args.grow_small_cores)
     without_checks = score(args.model, rows, args.out, checks=False, threshold=threshold,
                            outline=args.outline, extent=args.extent_mm or None,
                            flip=args.flip_tta)
@@ -202,7 +208,7 @@ def main() -> None:
     result = {"model": str(args.model[0]), "models": [str(m) for m in args.model],
               "flip_tta": args.flip_tta, "held_out": args.cases, "threshold": args.threshold,
               "outline": args.outline, "extent_mm": args.extent_mm or None,
-              "recheck_grown": args.recheck_grown,
+              "recheck_grown": args.recheck_grown, "grow_small_cores": args.grow_small_cores,
               "best_epoch": trained.get("best_epoch"),
               "git_commit": trained.get("git_commit"),
               "train_cases": trained.get("train_cases", []),

@@ -204,6 +204,9 @@ def main() -> None:
                              "one.")
     parser.add_argument("--recheck-grown", action=argparse.BooleanOptionalAction, default=None,
                         help="predict's --recheck-grown (default: predict's default).")
+    parser.add_argument("--grow-small-cores", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="predict's --grow-small-cores (default: predict's default).")
     parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction,
                         default=True,
                         help="predict's --flip-tta (default on, as predict): each slice also read "
@@ -222,6 +225,8 @@ def main() -> None:
                                           extent_mm=args.extent_mm or None,
                                           **({} if args.recheck_grown is None else
                                              {"recheck_grown": args.recheck_grown}),
+                                          **({} if args.grow_small_cores is None else
+                                             {"grow_small_cores": args.grow_small_cores}),
                                           flip_tta=args.flip_tta))
 
     cohort = generate_cohort(work / "generated", patients=args.patients, seed=1, matrix=512,
@@ -305,6 +310,7 @@ def main() -> None:
                "extent_mm": predictor.settings.extent_mm,
                "recheck_grown": predictor.settings.recheck_grown,
                "flip_tta": predictor.settings.flip_tta,
+               "grow_small_cores": predictor.settings.grow_small_cores,
                "lesion_model": ([str(m) for m in args.lesion_model] if args.lesion_model
                                 else "starter"),
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}

@@ -406,6 +406,12 @@ def predict(
                                 "fewer false positives, more lesions found; "
                                 "benchmarks/RESULTS.md).")
     ] = True,
+    grow_small_cores: Annotated[
+        bool, typer.Option(help="A component under --min-lesion-mm3 whose probability reaches "
+                                "0.5 is a candidate too: checked, grown on the CT "
+                                "(--extent-mm) and kept when it grew to a lesion (small "
+                                "lesions the network marks by a few voxels).")
+    ] = True,
     redo: Annotated[bool, typer.Option(help="Predict cases that finished before again.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing case folders.")] = False,
     shard: Annotated[
@@ -477,7 +483,8 @@ def predict(
                                    zoom_margin_mm=zoom_margin_mm,
                                    outline_threshold=outline_threshold,
                                    extent_mm=extent_mm or None,
-                                   recheck_grown=recheck_grown, flip_tta=flip_tta)
+                                   recheck_grown=recheck_grown, flip_tta=flip_tta,
+                                   grow_small_cores=grow_small_cores)
         liver = liver_model or (starter_model_path("liver") if needs_liver else None)
         predictor = Predictor(lesion_model or starter_model_path("lesion"),
                               liver if needs_liver else None, settings)

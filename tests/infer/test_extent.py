@@ -179,3 +179,35 @@ def test_growth_in_plane_leaves_noise_that_only_3d_reaches() -> None:
     expected[4] = False
     np.testing.assert_array_equal(kept, expected)
     assert kept.sum() == 49 + 25 + 4 + 9
+
+
+def test_small_confident_cores_are_grown_into_lesions_and_others_dropped() -> None:
+    """Three cores of 9 voxels (5.8 mm3, under the 10 mm3 minimum): A (probability 0.7) in a
+    3 mm sphere at 40 HU, B (0.3, under the 0.5 confidence peak) in another, C (0.7) in plain
+    liver. With `grow_small_cores` A is checked, grown to its sphere and kept; B is no
+    candidate; C fails the contrast check and is reported. Without it, none is a candidate."""
+    hu = np.full(SHAPE, 100.0, np.float32)
+    spheres = {"A": (20.0, 16.0, 16.0), "B": (20.0, 16.0, 32.0)}
+    for centre in spheres.values():
+        hu[_ball(centre, 3.0)] = 40.0
+    hu += np.random.default_rng(1).normal(0.0, 1.0, SHAPE).astype(np.float32)
+    liver = np.ones(SHAPE, np.uint8)
+    probability = np.zeros(SHAPE, np.float32)
+    for (z, y, x), peak in (((20, 20, 20), 0.7), ((20, 20, 40), 0.3), ((20, 45, 30), 0.7)):
+        probability[z, y - 1 : y + 2, x - 1 : x + 2] = peak  # 9 voxels of 0.64 mm3
+    common = {"threshold": 0.25, "flip_tta": False, "extent_mm": 10.0}
+    grow = Predictor(lesion_rule(64), settings=PredictSettings(**common, grow_small_cores=True))
+    found = grow.lesion_labels(probability.copy(), liver, SPACING, hu)
+    a = _ball(spheres["A"], 3.0)
+    overlap = np.count_nonzero((found.labels > 0) & a)
+    # The 1 mm smoothing moves a 3 mm sphere's midpoint surface inward (its outer voxels
+    # blur above 70 HU): 121 of its 163 voxels join, and nothing outside it.
+    assert int(found.labels.max()) == 1 and overlap / a.sum() > 0.7
+    assert overlap / np.count_nonzero(found.labels) > 0.99
+    assert found.rejected is not None and int(found.rejected.max()) == 1
+    assert found.rejected[20, 45, 30] == 1 and found.rejected_reasons == [["contrast"]]
+    plain = Predictor(lesion_rule(64), settings=PredictSettings(**common))
+    nothing = plain.lesion_labels(probability.copy(), liver, SPACING, hu)
+    assert not nothing.labels.any()
+    assert nothing.rejected is not None and not nothing.rejected.any()
+    assert grow.record()["settings"]["grow_small_cores"] is True
