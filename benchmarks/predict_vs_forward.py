@@ -8,6 +8,8 @@ default settings: what a user runs, start-up included), and the forward pass of 
 paper-size U-Net (width 32, 256 x 256, batch 8, channels_last) over 119 slices, in fp32 and in
 bf16 autocast. Prints and writes `OUT/predict_vs_forward.json`: the seconds of each and the
 ratios predict / forward (median over repeats), the figure the real-CT issue bounds at 1.5.
+With `--without-flip` each repeat also times `predict --no-flip-tta` (one lesion pass, the
+cost of the default flip read off in the same run).
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ def forward_seconds(bf16: bool, batch: int = 8) -> float:
         return time.perf_counter() - tic
 
 
-def predict_seconds(out: Path) -> float:
-    """Wall seconds of `livermets predict CT --out OUT` in a fresh process."""
+def predict_seconds(out: Path, *extra: str) -> float:
+    """Wall seconds of `livermets predict CT --out OUT [extra]` in a fresh process."""
     shutil.rmtree(out, ignore_errors=True)
     tic = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("livermets")), "predict", str(CT),
-                    "--out", str(out), "--case-id", "ircadb117"], check=True,
+                    "--out", str(out), "--case-id", "ircadb117", *extra], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - tic
 
@@ -56,17 +58,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--without-flip", action="store_true",
+                        help="Also time predict --no-flip-tta in each repeat.")
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeats):
-        runs.append({"predict_s": predict_seconds(args.out / "predict"),
-                     "forward_fp32_s": forward_seconds(False),
-                     "forward_bf16_s": forward_seconds(True)})
+        run = {"predict_s": predict_seconds(args.out / "predict")}
+        if args.without_flip:
+            run["predict_no_flip_s"] = predict_seconds(args.out / "no-flip", "--no-flip-tta")
+        run.update(forward_fp32_s=forward_seconds(False), forward_bf16_s=forward_seconds(True))
+        runs.append(run)
     median = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
     result = {"ct": str(CT), "slices": SLICES, "runs": runs, "median": median,
               "predict_over_forward_fp32": round(median["predict_s"] / median["forward_fp32_s"], 2),
               "predict_over_forward_bf16": round(median["predict_s"] / median["forward_bf16_s"], 2),
               "threads": torch.get_num_threads()}
+    if args.without_flip:
+        result["predict_no_flip_over_forward_fp32"] = round(
+            median["predict_no_flip_s"] / median["forward_fp32_s"], 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predict_vs_forward.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
