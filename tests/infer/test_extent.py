@@ -206,7 +206,7 @@ def test_small_confident_cores_are_grown_into_lesions_and_others_dropped() -> No
     assert overlap / np.count_nonzero(found.labels) > 0.99
     assert found.rejected is not None and int(found.rejected.max()) == 1
     assert found.rejected[20, 45, 30] == 1 and found.rejected_reasons == [["contrast"]]
-    plain = Predictor(lesion_rule(64), settings=PredictSettings(**common))
+    plain = Predictor(lesion_rule(64), settings=PredictSettings(**common, grow_small_cores=False))
     nothing = plain.lesion_labels(probability.copy(), liver, SPACING, hu)
     assert not nothing.labels.any()
     assert nothing.rejected is not None and not nothing.rejected.any()
