@@ -311,22 +311,22 @@ class Predictor:
         if outside.any():
             foreground &= liver_box | near_mask(liver_box, outside, spacing, radius)
         checks, extent = self.settings.candidate_checks, self.settings.extent()
-        small_cores = self.settings.grow_small_cores and checks is not None and extent is not None
-        labels_box = instance_labels(foreground, spacing, min_volume_mm3=0.0 if small_cores
-                                     else self.settings.min_lesion_mm3)
-        if small_cores:
-            assert checks is not None
-            labels_box = confident_or_large(labels_box, probability[box], spacing,
-                                            self.settings.min_lesion_mm3,
-                                            checks.min_peak_probability)
-        if self.settings.candidate_checks is None:
+        smallest = self.settings.min_lesion_mm3
+        if checks is None:
+            labels_box = instance_labels(foreground, spacing, min_volume_mm3=smallest)
             lesions = self._extended(labels_box, hu[box], liver_box, spacing)
             return FoundLesions(_placed(lesions, box, probability.shape), threshold, box=box)
-        checked = check_candidates(labels_box, hu[box], liver[box], spacing,
-                                   self.settings.candidate_checks, probability[box])
+        if self.settings.grow_small_cores and extent is not None:
+            labels_box = confident_or_large(instance_labels(foreground, spacing),
+                                            probability[box], spacing, smallest,
+                                            checks.min_peak_probability)
+        else:
+            labels_box = instance_labels(foreground, spacing, min_volume_mm3=smallest)
+        checked = check_candidates(labels_box, hu[box], liver[box], spacing, checks,
+                                   probability[box])
         if self.settings.recheck_grown and extent is not None:
-            checked = second_chance(checked, hu[box], liver_box, spacing,
-                                    self.settings.candidate_checks, extent, probability[box])
+            checked = second_chance(checked, hu[box], liver_box, spacing, checks, extent,
+                                    probability[box])
         lesions = self._extended(checked.lesions, hu[box], liver_box, spacing)
         return FoundLesions(_placed(lesions, box, probability.shape), threshold,
                             _placed(checked.rejected, box, probability.shape),
