@@ -22,8 +22,8 @@ What it measures (every number in MODEL_CARD.md comes from here):
   developer marked on them (`crlm_reader_marks.json`) the marked slices on which a kept lesion
   covers it and the network's peak probability there.
 
-`--lesion-model W/lesion/model.pt` validates a lesion model trained but not installed (a recipe
-variant) on the same data. With `--write-card` it writes `src/livermets/models/starter/card.json`,
+`--lesion-model W/lesion/model.pt` (or `--liver-model W/liver/model.pt`) validates a model
+trained but not installed (a recipe variant) on the same data. With `--write-card` it writes `src/livermets/models/starter/card.json`,
 the pictures, and renders `MODEL_CARD.md` at the repository root.
 """
 
@@ -202,6 +202,9 @@ def main() -> None:
                         help="Validate this lesion model (a model.pt, e.g. a recipe variant "
                              "not installed; several: their average) instead of the starter "
                              "one.")
+    parser.add_argument("--liver-model", type=Path, default=None,
+                        help="Validate this liver model (a model.pt, e.g. a recipe variant not "
+                             "installed) instead of the starter one.")
     parser.add_argument("--recheck-grown", action=argparse.BooleanOptionalAction, default=None,
                         help="predict's --recheck-grown (default: predict's default).")
     parser.add_argument("--grow-small-cores", action=argparse.BooleanOptionalAction,
@@ -212,13 +215,14 @@ def main() -> None:
                         help="predict's --flip-tta (default on, as predict): each slice also read "
                              "mirrored left-right.")
     args = parser.parse_args()
-    if args.lesion_model is not None and args.write_card:
-        parser.error("--write-card describes the shipped models: install the lesion model "
+    if (args.lesion_model is not None or args.liver_model is not None) and args.write_card:
+        parser.error("--write-card describes the shipped models: install the model "
                      "(scripts/train_starter_models.py --install-trained) instead of naming it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work: Path = args.work
+    liver_model = args.liver_model or starter_model_path("liver")
     predictor = Predictor(args.lesion_model or starter_model_path("lesion"),
-                          starter_model_path("liver"),
+                          liver_model,
                           PredictSettings(zoom_margin_mm=args.zoom_margin_mm,
                                           **({} if args.outline_threshold is None else
                                              {"outline_threshold": args.outline_threshold}),
@@ -253,7 +257,7 @@ def main() -> None:
     seconds = (time.perf_counter() - tic) / len(cases)
 
     liver = {}
-    model = load_model(starter_model_path("liver"), expected_task="liver")
+    model = load_model(liver_model, expected_task="liver")
     for name, row in ircadb.items():
         assert row.liver_mask is not None
         predicted = read_image(predictions / row.case_id / "liver.nii.gz").array
@@ -313,6 +317,7 @@ def main() -> None:
                "grow_small_cores": predictor.settings.grow_small_cores,
                "lesion_model": ([str(m) for m in args.lesion_model] if args.lesion_model
                                 else "starter"),
+               "liver_model": str(args.liver_model) if args.liver_model else "starter",
                "lesion_leave_one_out": [json.loads(p.read_text()) for p in args.leave_one_out]}
     print(json.dumps(figures, indent=2))
     (work / "figures.json").write_text(json.dumps(figures, indent=2))
