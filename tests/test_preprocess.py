@@ -13,10 +13,14 @@ from livermets.io import read_image
 from livermets.preprocess import (
     LiverStatistics,
     PlaneMapping,
+    lesion_plane_box,
+    liver_field_box,
     liver_plane_box,
     liver_statistics,
     liver_z_range,
     liver_zscore,
+    plane_overlap,
+    take_plane,
     window,
 )
 from tests.conftest import shared_path
@@ -160,3 +164,37 @@ def test_context_steps_and_indices_by_hand() -> None:
     np.testing.assert_array_equal(context_indices(np.array([0, 1, 5, 9]), 2, 10),
                                   [[0, 0, 2], [0, 1, 3], [3, 5, 7], [7, 9, 9]])
     np.testing.assert_array_equal(context_indices(np.array([4, 6]), 0, 10), [[4], [6]])
+
+
+def test_field_box_is_a_square_in_mm_round_the_liver_reaching_past_the_slice() -> None:
+    """The liver's in-plane box: rows 100-199, columns 0-59 (pixels of 0.8 mm). A 200 mm field
+    is 250 pixels, centred on the box: rows (100 + 200 - 250) // 2 = 25 to 275, columns
+    (0 + 60 - 250) // 2 = -95 to 155 (past the slice's left edge). A liver 300 pixels (240 mm)
+    tall needs 240 + 2 x 10 mm = 260 mm: the field grows to 325 pixels both ways."""
+    liver = np.zeros((3, 512, 512), np.uint8)
+    liver[1, 100:200, 0:60] = 1
+    assert liver_field_box(liver, (5.0, 0.8, 0.8), 200.0) == (slice(25, 275), slice(-95, 155))
+    liver[2, 100:400, 10:20] = 1
+    rows, columns = liver_field_box(liver, (5.0, 0.8, 0.8), 200.0)
+    assert (rows.stop - rows.start, columns.stop - columns.start) == (325, 325)
+    assert rows == slice((100 + 400 - 325) // 2, (100 + 400 - 325) // 2 + 325)
+    assert lesion_plane_box(liver, (5.0, 0.8, 0.8), {"field_mm": 200.0}) == (rows, columns)
+    assert lesion_plane_box(liver, (5.0, 0.8, 0.8), {}) == (slice(0, 512), slice(0, 512))
+    with pytest.raises(InputError, match="empty"):
+        liver_field_box(np.zeros((2, 8, 8)), (1.0, 1.0, 1.0), 50.0)
+    with pytest.raises(InputError, match="at least 1 mm"):
+        liver_field_box(liver, (1.0, 1.0, 1.0), 0.0)
+
+
+def test_take_plane_pads_what_lies_past_the_slice() -> None:
+    volume = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    inside = take_plane(volume, slice(1, 3), slice(0, 2), -1000)
+    assert np.shares_memory(inside, volume)  # a view: nothing copied when it fits
+    np.testing.assert_array_equal(inside, volume[:, 1:3, 0:2])
+    out = take_plane(volume, slice(-1, 2), slice(2, 6), -1000)
+    assert out.shape == (2, 3, 4) and out.dtype == np.int16
+    expected = np.full((2, 3, 4), -1000, np.int16)
+    expected[:, 1:3, 0:2] = volume[:, 0:2, 2:4]  # rows 0-1 and columns 2-3 are on the slice
+    np.testing.assert_array_equal(out, expected)
+    assert plane_overlap(slice(-1, 2), slice(2, 6), (3, 4)) == (
+        (slice(0, 2), slice(2, 4)), (slice(1, 3), slice(0, 2)))

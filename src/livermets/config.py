@@ -73,6 +73,11 @@ class TrainConfig:
     #: it the liver's in-plane bounding box grown by that margin, so a 10 mm lesion covers
     #: about twice as many network pixels. Not a paper setting.
     crop_margin_mm: float | None = None
+    #: Lesion task: a field of view in mm (physical scale): the network sees a square of this
+    #: many mm round the liver (`preprocess.liver_field_box`), so one network pixel is
+    #: field_mm / image_size mm on every CT whatever its pixel size. None: the whole slice
+    #: (the paper) or `crop_margin_mm`. Not a paper setting.
+    field_mm: float | None = None
     #: Lesion task, `unet`: None feeds one slice (the paper); a distance in mm feeds the
     #: slices that far above and below as two more channels (rounded to whole slices, at
     #: least one), 2.5D context that tells vessels from lesions. Not a paper setting.
@@ -116,6 +121,10 @@ class TrainConfig:
              "grad_clip_norm must be >= 0 or null"),
             (self.crop_margin_mm is None or self.crop_margin_mm >= 0,
              "crop_margin_mm must be >= 0 or null"),
+            (self.field_mm is None or (self.field_mm >= 1 and self.task == "lesion"),
+             "field_mm goes with the lesion task and must be >= 1 mm"),
+            (self.field_mm is None or self.crop_margin_mm is None,
+             "give field_mm or crop_margin_mm, not both"),
             (self.noise_std >= 0, "noise_std must be >= 0"),
             (self.context_mm is None or self.context_mm > 0, "context_mm must be > 0 or null"),
             (self.context_mm is None or (self.task == "lesion" and self.arch == "unet"),

@@ -11,7 +11,12 @@
   400) and scaled to [0, 1].
 - Crop to the liver's z-range plus a margin in mm, for the lesion model; optionally also
   in-plane to the liver's bounding box plus a margin (`liver_plane_box`), so that small
-  lesions cover more network pixels than on the whole slice (not the paper's choice).
+  lesions cover more network pixels than on the whole slice (not the paper's choice), or to a
+  square of a fixed size in mm round the liver (`liver_field_box`, physical scale: a network
+  pixel is the same number of mm on every CT, as nnU-Net resamples to one spacing; the paper
+  resizes every slice whatever its field of view, so a lesion's size in pixels varies 1.7x
+  between CTs). `take_plane` reads such a box, padding with air where it reaches past the
+  slice.
 - Optional 2.5D input for the lesion model (not the paper's): each slice with its neighbours
   `context_mm` above and below as three channels (`context_steps`, `context_indices`), so
   the network can tell a vessel, which continues through the slices, from a lesion.
@@ -30,7 +35,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from livermets.boxes import grown_box
+from livermets.boxes import bounding_box, grown_box
 from livermets.errors import InputError
 from livermets.types import Spacing
 
@@ -204,6 +209,76 @@ def liver_plane_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
     footprint = np.any(liver_mask > 0, axis=0)[np.newaxis]
     _, rows, columns = grown_box(footprint, spacing, margin_mm)
     return rows, columns
+
+
+#: `liver_field_box`: the least room between the liver's in-plane box and the field's edge (mm).
+FIELD_MARGIN_MM = 10.0
+
+
+def liver_field_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
+                    field_mm: float) -> tuple[slice, slice]:
+    """A square field of `field_mm` mm a side, centred on the liver's in-plane bounding box
+    (mask > 0, z, y, x, over all its slices): (rows, columns) of CT pixels of `spacing` (mm).
+
+    The field grows, still square in mm, where the liver's box plus `FIELD_MARGIN_MM` on each
+    side would not fit in it (a very large liver sees a coarser grid rather than lose its
+    edge). The slices may reach past the slice's edges (start < 0, stop > its size): read
+    them with `take_plane`. Raises `InputError` for an empty mask or a field under 1 mm.
+    """
+    if not field_mm >= 1:
+        raise InputError(f"the lesion field must be at least 1 mm, got {field_mm}")
+    box = bounding_box(np.any(np.asarray(liver_mask) > 0, axis=0))
+    if box is None:
+        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+    pixel_mm = spacing[1:]
+    side_mm = max(field_mm, *((b.stop - b.start) * s + 2 * FIELD_MARGIN_MM
+                              for b, s in zip(box, pixel_mm, strict=True)))
+    rows, columns = (_centred(b, round(side_mm / s)) for b, s in zip(box, pixel_mm, strict=True))
+    return rows, columns
+
+
+def _centred(span: slice, side: int) -> slice:
+    """A run of `side` pixels with the same centre as `span` (to half a pixel)."""
+    start = (span.start + span.stop - side) // 2
+    return slice(start, start + side)
+
+
+def take_plane(volume: npt.NDArray[Any], rows: slice, columns: slice,
+               fill: float) -> npt.NDArray[Any]:
+    """`volume[:, rows, columns]` (z, y, x) where `rows` and `columns` (steps of 1) may reach
+    past the slice: pixels outside it are `fill` (e.g. `AIR_HU`, or 0 for masks). A view of
+    `volume` when the box lies inside the slice, else a new array of its dtype."""
+    depth, height, width = np.shape(volume)
+    if rows.start >= 0 and rows.stop <= height and columns.start >= 0 and columns.stop <= width:
+        return volume[:, rows, columns]
+    out = np.full((depth, rows.stop - rows.start, columns.stop - columns.start), fill,
+                  dtype=np.asarray(volume).dtype)
+    inside, within = plane_overlap(rows, columns, (height, width))
+    out[(slice(None), *within)] = volume[(slice(None), *inside)]
+    return out
+
+
+def plane_overlap(rows: slice, columns: slice, plane: tuple[int, int]
+                  ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Where a box (`rows`, `columns`, possibly reaching past a slice of `plane` = (height,
+    width) pixels) overlaps the slice: (the overlap in slice coordinates, the same pixels in the
+    box's own coordinates)."""
+    inside = tuple(slice(max(0, b.start), min(n, b.stop))
+                   for b, n in zip((rows, columns), plane, strict=True))
+    within = tuple(slice(i.start - b.start, i.stop - b.start)
+                   for i, b in zip(inside, (rows, columns), strict=True))
+    return (inside[0], inside[1]), (within[0], within[1])
+
+
+def lesion_plane_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
+                     preprocessing: dict[str, Any]) -> tuple[slice, slice]:
+    """The in-plane box a lesion model sees, from its `preprocessing` settings (as stored in
+    model.pt or `trainer.preprocessing_settings`): `field_mm` (`liver_field_box`),
+    `crop_margin_mm` (`liver_plane_box`), else the whole slice (the paper)."""
+    field_mm = preprocessing.get("field_mm")
+    if field_mm is not None:
+        return liver_field_box(liver_mask, spacing, float(field_mm))
+    return liver_plane_box(liver_mask, spacing, preprocessing.get("crop_margin_mm"))
 
 
 def context_steps(context_mm: float | None, slice_spacing_mm: float) -> int:

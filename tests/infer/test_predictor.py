@@ -28,6 +28,7 @@ from livermets.io.image import check_ct
 from livermets.io.volume import Volume
 from livermets.measure import measure_lesions
 from livermets.models.saved import SavedModel
+from livermets.preprocess import liver_field_box
 from tests.infer.rule_models import lesion_rule, liver_rule
 
 SPACING = (2.0, 1.5, 1.5)  # z, y, x mm: the liver block is 86 mL
@@ -288,6 +289,32 @@ def test_a_model_trained_on_liver_crops_sees_a_lesion_the_whole_slice_blurs_away
     np.testing.assert_array_equal(cropped.lesions.array, lesion.astype(np.uint8))
     assert cropped.probability is not None
     assert cropped.probability.array.shape == lesion.shape
+
+
+def test_a_model_on_a_field_in_mm_reads_past_the_slice_and_keeps_what_lies_on_it() -> None:
+    """The phantom's liver moved to the slice's corner (rows and columns 0-31, 48 mm, lesion at
+    rows and columns 14-17). A model with `field_mm` 60 sees 48 + 2 x 10 = 68 mm round the
+    liver's centre: 45 pixels from -7 to 38 (air past the edge), magnified to 64: the 6 mm
+    lesion is found voxel for voxel, and probabilities exist only on the field's part of the
+    CT (rows and columns 0-37), nowhere else."""
+    ct, given, lesion = _small_lesion_phantom()
+    shift = (slice(None), slice(20, None), slice(20, None))
+    hu = np.full(ct.array.shape, -1000, np.int16)
+    hu[:, :-20, :-20] = ct.array[shift]
+    liver = np.zeros_like(given.array)
+    liver[:, :-20, :-20] = given.array[shift]
+    moved = np.zeros_like(lesion)
+    moved[:, :-20, :-20] = lesion[shift]
+    assert liver_field_box(liver, (5.0, 1.5, 1.5), 60.0) == (slice(-7, 38), slice(-7, 38))
+    field = lesion_rule(64)
+    field.preprocessing["field_mm"] = 60.0
+    found = Predictor(field, settings=PredictSettings(precision="fp32")).predict(
+        ct.with_array(hu), given.with_array(liver))
+    np.testing.assert_array_equal(found.lesions.array, moved.astype(np.uint8))
+    assert found.probability is not None
+    probability = found.probability.array
+    assert probability[:, 38:, :].max() == 0 and probability[:, :, 38:].max() == 0
+    assert probability[moved].min() > 0.5
 
 
 def test_a_zoomed_second_pass_finds_the_small_lesion_and_only_raises_probabilities() -> None:

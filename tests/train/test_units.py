@@ -53,6 +53,9 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
     ({"lr_factor": 1.0}, "lr_factor"), ({"task": "kidney"}, "choose one of liver, lesion"),
     ({"grad_clip_norm": -1}, "grad_clip_norm must be >= 0"),
     ({"crop_margin_mm": -5.0}, "crop_margin_mm must be >= 0"),
+    ({"field_mm": 0.5, "task": "lesion"}, "field_mm goes with the lesion task"),
+    ({"field_mm": 300.0, "task": "liver"}, "field_mm goes with the lesion task"),
+    ({"field_mm": 300.0, "task": "lesion", "crop_margin_mm": 10.0}, "not both"),
 ])
 def test_bad_values(values: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -255,3 +258,48 @@ def test_lesion_slices_cropped_to_the_liver_box(tmp_path: Path) -> None:
     np.testing.assert_array_equal(slices.targets.numpy(), lesions[2:8, 20:52, 40:72])
     assert preprocessing_settings(config)["crop_margin_mm"] == 0.0
     assert "crop_margin_mm" not in preprocessing_settings(TrainConfig(task="lesion"))
+
+
+def _field_case(tmp_path: Path, pixel_mm: float) -> ManifestRow:
+    """A CT of 8 mm slices whose liver (40 x 40 x 32 mm = 51 mL, at the slice's left edge) holds an 8 x 8 mm
+    lesion 30 HU darker, drawn on pixels of `pixel_mm` (1 or 0.5 mm; 80 mm across)."""
+    n = round(80 / pixel_mm)
+    mm = lambda a, b: slice(round(a / pixel_mm), round(b / pixel_mm))  # noqa: E731
+    rng = np.random.default_rng(0)
+    hu = rng.integers(90, 110, size=(6, n, n)).astype(np.int16)
+    hu[:, :, mm(60, 80)] = -1000  # air on the right
+    liver = np.zeros(hu.shape, np.uint8)
+    liver[1:5, mm(20, 60), mm(0, 40)] = 1
+    lesions = np.zeros(hu.shape, np.uint8)
+    lesions[2:4, mm(32, 40), mm(16, 24)] = 1
+    hu[lesions > 0] = 70
+    folder = tmp_path / f"{pixel_mm}"
+    folder.mkdir()
+    paths = {name: write_image(Volume.from_array(array, spacing=(8.0, pixel_mm, pixel_mm)),
+                               folder / f"{name}.nii.gz")
+             for name, array in (("ct", hu), ("liver", liver), ("lesions", lesions))}
+    return ManifestRow(patient_id="p", timepoint="baseline", image=paths["ct"],
+                       liver_mask=paths["liver"], lesion_mask=paths["lesions"])
+
+
+def test_lesion_slices_on_a_field_in_mm_have_one_scale_whatever_the_pixel_size(
+        tmp_path: Path) -> None:
+    """`field_mm` 64 on a 32 grid: 2 mm a network pixel on both CTs (1 mm pixels shrunk 2x,
+    0.5 mm pixels 4x), so the 8 mm lesion is 4 x 4 network pixels on each. The field is
+    centred on the liver's box (columns 0-40 mm): it reaches 12 mm past the slice's left
+    edge, where the input is air (z-score of -1000 HU). The whole slice (80 mm on 32 pixels,
+    the paper's way) would give 2.5 mm pixels and a 3.2-pixel lesion."""
+    config = TrainConfig(task="lesion", image_size=32, z_margin_mm=0.0, field_mm=64.0)
+    coarse = load_slices([_field_case(tmp_path, 1.0)], config)
+    fine = load_slices([_field_case(tmp_path, 0.5)], config)
+    np.testing.assert_array_equal(coarse.targets.numpy(), fine.targets.numpy())
+    lesion = coarse.targets.numpy()
+    assert lesion.shape == (4, 32, 32)  # the liver's 4 slices
+    assert [int(t.sum()) for t in lesion] == [0, 16, 16, 0]
+    rows, columns = np.nonzero(lesion[1])
+    # field rows 8-72 mm and columns -12..52 mm: the lesion at rows 32-40, columns 16-24 mm
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (12, 15, 14, 17)
+    images = coarse.images.float().numpy()
+    assert images[:, :, :6].max() < -20  # 12 mm of air past the left edge: 6 pixels
+    assert images[:, 8:24, 8].min() > -3  # liver on the slice from column 6 on
+    assert preprocessing_settings(config)["field_mm"] == 64.0

@@ -6,7 +6,9 @@ For one CT (z, y, x, HU):
 2. The paper's liver z-score (mean and SD of the HU inside that liver) and the liver's
    z-range plus the lesion model's margin; slices outside it get probability 0. A model
    trained with `crop_margin_mm` sees only the liver's in-plane box plus that margin
-   (`preprocess.liver_plane_box`); pixels outside it get probability 0. With
+   (`preprocess.liver_plane_box`), one trained with `field_mm` a square of that many mm round
+   the liver (`preprocess.liver_field_box`, air beyond the slice); pixels outside get
+   probability 0. With
    `zoom_margin_mm` a second pass on the liver's box, magnified, keeps the higher probability.
 3. Lesion probabilities per slice, in batches, on the lesion model's grid and back
    (`infer.slices`), with the settings saved in the model file, never re-typed. Several lesion
@@ -60,12 +62,16 @@ from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
 from livermets.preprocess import (
+    AIR_HU,
     LiverStatistics,
     context_steps,
+    lesion_plane_box,
     liver_plane_box,
     liver_statistics,
     liver_z_range,
     liver_zscore,
+    plane_overlap,
+    take_plane,
 )
 from livermets.types import PathLike, Spacing
 
@@ -236,8 +242,7 @@ class Predictor:
         stats = liver_statistics(hu, liver, ct.spacing)
         margin = float(self.lesion_model.preprocessing.get("z_margin_mm", 10.0))
         start, stop = liver_z_range(liver, ct.spacing, margin_mm=margin)
-        rows, columns = liver_plane_box(
-            liver, ct.spacing, self.lesion_model.preprocessing.get("crop_margin_mm"))
+        rows, columns = lesion_plane_box(liver, ct.spacing, self.lesion_model.preprocessing)
         probability = np.zeros(hu.shape, dtype=np.float32)
 
         steps = context_steps(self.lesion_model.preprocessing.get("context_mm"), ct.spacing[0])
@@ -246,7 +251,7 @@ class Predictor:
                         out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
             # A 2.5D model also reads the `steps` slices beyond the box's z-range.
             low, high = max(0, box[0].start - steps), min(hu.shape[0], box[0].stop + steps)
-            slab = hu[(slice(low, high), *box[1:])]
+            slab = take_plane(hu[low:high], box[1], box[2], AIR_HU)
             centres = range(box[0].start - low, box[0].stop - low)
             total = None
             for model in self.lesion_models:
@@ -261,7 +266,11 @@ class Predictor:
             return total
 
         box = (slice(start, stop), rows, columns)
-        lesion_pass(box, out=probability[box])
+        inside, within = plane_overlap(rows, columns, hu.shape[1:])
+        if (inside[0], inside[1]) == (rows, columns):
+            lesion_pass(box, out=probability[box])
+        else:  # a field that reaches past the slice: keep the part on the CT
+            probability[(box[0], *inside)] = lesion_pass(box)[(slice(None), *within)]
         if self.settings.zoom_margin_mm is not None:
             box = (slice(start, stop),
                    *liver_plane_box(liver, ct.spacing, self.settings.zoom_margin_mm))

@@ -5,7 +5,8 @@ Each CT is read once, mapped to the network grid and normalised as inference wil
   slices.
 - lesion task: input = the paper's liver z-score (reference liver mask); target = lesion mask
   > 0; only slices within the liver's z-range plus `z_margin_mm`, and with `crop_margin_mm`
-  only the liver's in-plane bounding box plus that margin (`liver_plane_box`).
+  only the liver's in-plane bounding box plus that margin (`liver_plane_box`); with `field_mm`
+  a square of that many mm round the liver (`liver_field_box`, padded with air past the slice).
 Slices are kept in memory as float16 inputs and uint8 targets, shape (n, S, S).
 
 Manifest `split` values: `training`/`train` or empty -> the training pool; `validation`/`val`
@@ -35,10 +36,11 @@ from livermets.preprocess import (
     PlaneMapping,
     context_indices,
     context_steps,
-    liver_plane_box,
+    lesion_plane_box,
     liver_statistics,
     liver_z_range,
     liver_zscore,
+    take_plane,
     window,
 )
 
@@ -129,15 +131,16 @@ def _case_slices(row: ManifestRow, config: TrainConfig) -> tuple[np.ndarray, np.
     _same_grid(row, ct, lesions, "lesion_mask")
     stats = liver_statistics(ct.array, liver.array, ct.spacing)
     start, stop = liver_z_range(liver.array, ct.spacing, margin_mm=config.z_margin_mm)
-    rows, columns = liver_plane_box(liver.array, ct.spacing, config.crop_margin_mm)
+    rows, columns = lesion_plane_box(liver.array, ct.spacing, {
+        "crop_margin_mm": config.crop_margin_mm, "field_mm": config.field_mm})
     mapping = PlaneMapping(rows.stop - rows.start, columns.stop - columns.start,
                            config.image_size)
     steps = context_steps(config.context_mm, ct.spacing[0])
     low, high = max(0, start - steps), min(ct.shape[0], stop + steps)
-    hu = mapping.to_network(ct.array[low:high, rows, columns], kind="image",
-                            pad_value=AIR_HU)
+    hu = mapping.to_network(take_plane(ct.array[low:high], rows, columns, AIR_HU),
+                            kind="image", pad_value=AIR_HU)
     normalised = liver_zscore(hu, stats)
-    target = (lesions.array[start:stop, rows, columns] > 0).astype(np.uint8)
+    target = (take_plane(lesions.array[start:stop], rows, columns, 0) > 0).astype(np.uint8)
     if steps:  # (n, 3, S, S): each slice with its neighbours `steps` slices away
         images = normalised[context_indices(np.arange(start, stop), steps, ct.shape[0]) - low]
     else:

@@ -195,6 +195,8 @@ def preprocessing_settings(config: TrainConfig) -> dict[str, Any]:
         settings |= {"normalisation": "liver_zscore", "z_margin_mm": config.z_margin_mm}
         if config.crop_margin_mm is not None:
             settings["crop_margin_mm"] = config.crop_margin_mm
+        if config.field_mm is not None:
+            settings["field_mm"] = config.field_mm
         if config.context_mm is not None:
             settings["context_mm"] = config.context_mm
     return settings
