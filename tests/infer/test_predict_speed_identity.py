@@ -4,7 +4,9 @@ Each speed-up is checked against what it replaces, on real arrays: the fused con
 ReLU against the two-step forward pass (the shipped starter models on IRCADb 1.17 slices, bf16
 and fp32), the lesion boxes searched in a box against `ndimage.find_objects` on the whole map,
 the projection bounding box against `find_objects`, the SEG's binary check against `np.isin`,
-and the SEG written from segment-major masks against the same masks stacked pixel by pixel.
+the SEG written from segment-major masks against the same masks stacked pixel by pixel, and
+(issue 23, second pass) the small confident cores' selection against `ndimage.maximum` and a
+renumbering by `instance_labels`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from scipy import ndimage
 from torch import nn
 
 from livermets.boxes import bounding_box
+from livermets.infer.predictor import confident_or_large
 from livermets.infer.slices import slice_probabilities
 from livermets.io import dicom_seg
 from livermets.io.image import read_image
 from livermets.io.volume import Volume
+from livermets.labels import instance_labels, label_maxima
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models import create_model
 from livermets.models.fused import ConvReLU, fuse_conv_relu, fused_convolutions_available
@@ -146,3 +150,69 @@ def _seg_content(path: Path) -> list[tuple[Any, Any]]:
     dataset = pydicom.dcmread(path)
     return [(e.tag, bytes(e.value) if e.keyword == "PixelData" else e.value)
             for e in dataset.iterall() if e.keyword not in _FRESH and e.VR != "SQ"]
+
+
+def _ref_confident_or_large(labels: np.ndarray, probability: np.ndarray,
+                            spacing: tuple[float, float, float], min_volume_mm3: float,
+                            min_peak: float) -> np.ndarray:
+    """`confident_or_large` before issue 23's second pass: scipy's per-label maximum (a sort of
+    the whole array) and a renumbering by `instance_labels`."""
+    count = int(labels.max())
+    if count == 0:
+        return labels
+    index = np.arange(1, count + 1)
+    volumes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(np.prod(spacing))
+    peaks = np.asarray(ndimage.maximum(probability, labels, index))
+    kept = index[(volumes >= min_volume_mm3) | (peaks >= min_peak)]
+    lookup = np.zeros(count + 1, dtype=np.int64)
+    lookup[kept] = np.arange(1, len(kept) + 1)
+    return instance_labels(lookup[labels], spacing)
+
+
+def test_label_maxima_equal_scipy_maximum() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.random((9, 10, 11)).astype(np.float32)
+    values.flat[::4] = values.flat[2]  # ties
+    labels = rng.integers(0, 9, size=values.shape).astype(np.uint16)
+    labels[labels == 5] = 0  # absent: -inf
+    ours = label_maxima(values, labels, 8)
+    theirs = np.asarray(ndimage.maximum(values, labels, np.arange(1, 9)))
+    assert ours.dtype == theirs.dtype == np.float32
+    present = np.arange(8) != 4
+    assert np.array_equal(ours[present], theirs[present]) and ours[4] == -np.inf
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_confident_or_large_equals_reference(seed: int) -> None:
+    """Random components (ties in size, many of one voxel, over 255 on some seeds), the
+    probability on a 1/1024 grid like the pipeline's, thresholds that keep all, some or none."""
+    rng = np.random.default_rng(seed)
+    shape = (12, 60, 70) if seed < 4 else (20, 120, 130)
+    noise = ndimage.gaussian_filter(rng.normal(size=shape), sigma=0.8 + 0.3 * (seed % 3))
+    labels = instance_labels(noise > 1.2 * noise.std(), (1.0, 1.0, 1.0))
+    probability = np.rint(rng.random(shape) * 1024).astype(np.float32) / 1024
+    probability = probability[:, 3:-3]  # a view inside a larger array, as the pipeline has
+    labels = np.ascontiguousarray(labels[:, 3:-3])
+    labels = instance_labels(labels, (1.0, 1.0, 1.0))
+    spacing = (2.0, 0.75, 0.75)
+    voxel = float(np.prod(spacing))
+    assert labels.max() > 3
+    for min_volume, min_peak in ((10.0, 0.9), (3 * voxel, 0.999), (0.0, 2.0), (1e9, 2.0),
+                                 (1e9, 0.0), (5 * voxel, 0.5)):
+        ours = confident_or_large(labels, probability, spacing, min_volume, min_peak)
+        theirs = _ref_confident_or_large(labels, probability, spacing, min_volume, min_peak)
+        assert ours.dtype == theirs.dtype, (min_volume, min_peak)
+        assert np.array_equal(ours, theirs), (min_volume, min_peak)
+    many = confident_or_large(labels, probability, spacing, 0.0, 2.0)
+    assert many.max() == labels.max() and (many.dtype == np.uint16) == (labels.max() > 255)
+
+
+def test_confident_or_large_sorts_components_not_in_volume_order() -> None:
+    labels = np.zeros((3, 8, 8), dtype=np.uint8)
+    labels[0, :2, :2] = 1  # 4 voxels
+    labels[2, 4:, 4:] = 2  # 16 voxels: not by decreasing volume
+    probability = np.zeros(labels.shape, dtype=np.float32)
+    out = confident_or_large(labels, probability, (1.0, 1.0, 1.0), 1.0, 0.5)
+    assert np.array_equal(out, _ref_confident_or_large(labels, probability, (1.0, 1.0, 1.0),
+                                                       1.0, 0.5))
+    assert out[2, 5, 5] == 1 and out[0, 0, 0] == 2

@@ -55,7 +55,7 @@ from livermets.infer.threshold import ThresholdResult, choose_threshold
 from livermets.io.image import check_ct
 from livermets.io.manifest import check_mask_values
 from livermets.io.volume import Volume
-from livermets.labels import instance_labels
+from livermets.labels import instance_labels, label_maxima, smallest_label_dtype
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
@@ -386,19 +386,29 @@ def confident_or_large(labels: npt.NDArray[np.unsignedinteger],
                        probability: npt.NDArray[np.floating], spacing: Spacing,
                        min_volume_mm3: float, min_peak: float
                        ) -> npt.NDArray[np.unsignedinteger]:
-    """The components of `labels` (1..K, z, y, x) of at least `min_volume_mm3`, or smaller
-    but reaching `min_peak` in `probability` somewhere (a confident core of a small lesion,
-    which the extent step may grow); renumbered 1..K' by decreasing volume."""
+    """The components of `labels` of at least `min_volume_mm3`, or smaller but reaching
+    `min_peak` in `probability` somewhere (a confident core of a small lesion, which the
+    extent step may grow); renumbered 1..K' by decreasing volume.
+
+    `labels`: (z, y, x) connected components numbered 1..K by decreasing volume, as
+    `instance_labels` gives them; the kept ones keep that order, so renumbering them in turn
+    is what `instance_labels` would do (in the smallest dtype that holds K').
+    """
     count = int(labels.max())
     if count == 0:
         return labels
     index = np.arange(1, count + 1)
-    volumes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(np.prod(spacing))
-    peaks = np.asarray(ndimage.maximum(probability, labels, index))
+    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    volumes = voxels * float(np.prod(spacing))
+    peaks = label_maxima(probability, labels, count)
     kept = index[(volumes >= min_volume_mm3) | (peaks >= min_peak)]
-    lookup = np.zeros(count + 1, dtype=np.int64)
+    if np.any(np.diff(voxels[kept - 1]) > 0):  # not by decreasing volume: sort them
+        lookup = np.zeros(count + 1, dtype=np.int64)
+        lookup[kept] = np.arange(1, len(kept) + 1)
+        return instance_labels(lookup[labels], spacing)
+    lookup = np.zeros(count + 1, dtype=smallest_label_dtype(len(kept)))
     lookup[kept] = np.arange(1, len(kept) + 1)
-    return instance_labels(lookup[labels], spacing)
+    return lookup[labels]
 
 
 def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
