@@ -58,14 +58,30 @@ def relabel_by_volume(
     Labels with fewer than `min_voxels` voxels become background. Returns the new map (the
     smallest unsigned dtype that fits) and the voxel count of each new label, in order.
     """
-    counts = np.bincount(labels.ravel().astype(np.int64))
+    relabelled, kept, _ = _relabelled(labels, min_voxels)
+    return relabelled, kept
+
+
+def _relabelled(labels: npt.NDArray[np.integer], min_voxels: int
+                ) -> tuple[npt.NDArray[np.unsignedinteger], list[int], int]:
+    """`relabel_by_volume`'s map and counts, and how many labels > 0 the input held.
+
+    Reads and writes only the labelled voxels after one comparison pass (a lesion map is
+    mostly background): no int64 copy of the whole map for the counts or the lookup.
+    """
+    array = np.asarray(labels)
+    inside = array != 0
+    values = array[inside]
+    if not np.can_cast(values.dtype, np.intp):
+        values = values.astype(np.int64)
+    counts = np.bincount(values, minlength=1)
     old = [int(k) for k in np.nonzero(counts)[0] if k > 0 and counts[k] >= min_voxels]
     old.sort(key=lambda k: (-int(counts[k]), k))
-    # The lookup has the output's dtype, so indexing makes no 8-byte-per-voxel copy.
     lookup = np.zeros(len(counts), dtype=smallest_label_dtype(len(old)))
     lookup[old] = np.arange(1, len(old) + 1)
-    relabelled = lookup[labels]
-    return relabelled, [int(counts[k]) for k in old]
+    relabelled = np.zeros_like(lookup, shape=array.shape)
+    relabelled[inside] = lookup[values]
+    return relabelled, [int(counts[k]) for k in old], int(np.count_nonzero(counts[1:]))
 
 
 def instance_labels(
@@ -85,13 +101,15 @@ def instance_labels(
     array = np.asarray(mask)
     labels: npt.NDArray[np.integer]
     if array.size and array.max() > 1:
-        labels = array.astype(np.int64)
+        # An integer map is read as it is (its values are the labels either way).
+        integer = np.issubdtype(array.dtype, np.integer) and np.can_cast(array.dtype, np.intp)
+        labels = array if integer else array.astype(np.int64)
     else:
         labels, _ = connected_components(array, connectivity=connectivity)
     voxel_mm3 = float(np.prod(spacing))
     min_voxels = max(1, int(np.ceil(min_volume_mm3 / voxel_mm3))) if min_volume_mm3 > 0 else 1
-    relabelled, counts = relabel_by_volume(labels, min_voxels=min_voxels)
-    dropped = len(np.unique(labels[labels > 0])) - len(counts)
+    relabelled, counts, present = _relabelled(labels, min_voxels)
+    dropped = present - len(counts)
     if dropped:
         logger.info("dropped %d component(s) under %.1f mm3 (%d voxels)", dropped,
                     min_volume_mm3, min_voxels)

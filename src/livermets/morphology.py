@@ -1,4 +1,4 @@
-"""Dilation of a 3D mask by a ball in mm, the same voxels as thresholding a distance map.
+"""Voxels within a distance (mm) of a 3D mask, the same as thresholding a distance map.
 
 `ndimage.distance_transform_edt(~mask, sampling) <= radius` is the set of voxels with a mask
 voxel within `radius` mm, i.e. the dilation of `mask` by the ball of offsets whose distance,
@@ -6,23 +6,42 @@ computed as scipy computes it, is at most `radius`. `dilate_by_ball` builds that
 dilates by it directly: each row of the ball (a run along x for one (z, y) offset) is one
 shifted OR of the mask already dilated along x by the run's half-width, on bit-packed arrays
 (8 voxels a byte). For a 15 mm ball on a 2 mm grid that is a few hundred cheap ORs instead of
-a feature transform (three int32 and three float64 values per voxel).
+a feature transform (three int32 and three float64 values per voxel). `within_distance` is
+the entry point: it falls back to the distance map where the ball is ambiguous.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 #: Offsets whose distance lies this close (relative) to the radius could fall on either side
 #: of it in a distance transform's rounding: `ball_rows` then declines.
 _TIE_MARGIN = 1e-9
 
 
-def ball_rows(sampling: tuple[float, float, float], radius_mm: float
-              ) -> list[tuple[int, int, int]] | None:
+def within_distance(mask: npt.NDArray[np.bool_], sampling: Sequence[float], radius_mm: float
+                    ) -> npt.NDArray[np.bool_]:
+    """`ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm`, voxel for
+    voxel: the voxels (z, y, x; `sampling` in mm) with a `mask` voxel within `radius_mm`,
+    by a dilation (module docstring). The distance map itself when the ball is ambiguous
+    (`ball_rows`) or `mask` is empty (the map then means nothing, but is what it is).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows = ball_rows(tuple(float(s) for s in sampling), float(radius_mm))
+    if rows is None or not mask.any():
+        return np.asarray(ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm)
+    return dilate_by_ball(mask, rows)
+
+
+@functools.lru_cache(maxsize=32)
+def ball_rows(sampling: tuple[float, ...], radius_mm: float
+              ) -> tuple[tuple[int, int, int], ...] | None:
     """The ball of `radius_mm` on a grid of voxel size `sampling` (z, y, x mm) as rows
     (dz, dy, w): the offsets (dz, dy, dx) with |dx| <= w, those whose distance
     sqrt((dz sz)^2 + (dy sy)^2 + (dx sx)^2), in float64 as `distance_transform_edt` computes
@@ -50,11 +69,8 @@ def ball_rows(sampling: tuple[float, float, float], radius_mm: float
     runs = np.abs(grids[2]) <= half[..., None]
     if not np.array_equal(runs & inside.any(axis=2, keepdims=True), inside):
         return None  # not runs (float rounding cannot do this; never seen)
-    rows = []
-    for (i, j), w in np.ndenumerate(half):
-        if inside[i, j].any():
-            rows.append((i - reach[0], j - reach[1], int(w)))
-    return rows
+    return tuple((i - reach[0], j - reach[1], int(w)) for (i, j), w in np.ndenumerate(half)
+                 if inside[i, j].any())
 
 
 def _exactly_decided(offset: tuple[int, ...], step: npt.NDArray[np.float64], radius_mm: float,
@@ -76,7 +92,7 @@ def _exactly_decided(offset: tuple[int, ...], step: npt.NDArray[np.float64], rad
     return inside == (total <= Fraction(radius_mm) ** 2)
 
 
-def dilate_by_ball(mask: npt.NDArray[np.bool_], rows: list[tuple[int, int, int]]
+def dilate_by_ball(mask: npt.NDArray[np.bool_], rows: tuple[tuple[int, int, int], ...]
                    ) -> npt.NDArray[np.bool_]:
     """`mask` (z, y, x) dilated by the ball `rows` (`ball_rows`): a voxel is set when a mask
     voxel lies at one of the ball's offsets from it (nothing beyond the array's faces)."""

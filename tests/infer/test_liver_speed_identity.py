@@ -24,7 +24,7 @@ from livermets.infer.liver import (
     postprocess_liver,
 )
 from livermets.labels import connected_components, fill_holes, label_medians
-from livermets.morphology import ball_rows, dilate_by_ball
+from livermets.morphology import ball_rows, dilate_by_ball, within_distance
 from livermets.types import Spacing
 from tests.conftest import shared_path
 
@@ -163,6 +163,10 @@ def test_ball_dilation_equals_thresholded_distance_map(sampling: tuple[float, fl
     mask = _blobs(rng, (14, 23, 29), 1.6)
     mask[0, 0, 0] = mask[-1, 5, -1] = True  # on the faces
     expected = ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius
+    assert np.array_equal(within_distance(mask, sampling, radius), expected)
+    empty = np.zeros_like(mask)  # a meaningless map, but the same one
+    assert np.array_equal(within_distance(empty, sampling, radius),
+                          ndimage.distance_transform_edt(~empty, sampling=sampling) <= radius)
     rows = ball_rows(sampling, radius)
     if rows is None:  # rounded onto the sphere: only there may the ball decline
         assert sampling == (0.1, 0.1, 0.1)

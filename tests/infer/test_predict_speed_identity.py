@@ -6,7 +6,8 @@ and fp32), the lesion boxes searched in a box against `ndimage.find_objects` on 
 the projection bounding box against `find_objects`, the SEG's binary check against `np.isin`,
 the SEG written from segment-major masks against the same masks stacked pixel by pixel, and
 (issue 23, second pass) the small confident cores' selection against `ndimage.maximum` and a
-renumbering by `instance_labels`.
+renumbering by `instance_labels`, the renumbering by volume against its int64 whole-map form,
+and the candidates' shell and the liver's margin against thresholded distance maps.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from livermets.boxes import bounding_box
-from livermets.infer.predictor import confident_or_large
+from livermets.boxes import bounding_box, grow_box, grown_box
+from livermets.infer.candidates import CandidateChecks, CandidateMeasures, measure_candidate
+from livermets.infer.predictor import confident_or_large, near_mask
 from livermets.infer.slices import slice_probabilities
 from livermets.io import dicom_seg
 from livermets.io.image import read_image
 from livermets.io.volume import Volume
-from livermets.labels import instance_labels, label_maxima
+from livermets.labels import instance_labels, label_maxima, relabel_by_volume
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models import create_model
 from livermets.models.fused import ConvReLU, fuse_conv_relu, fused_convolutions_available
@@ -216,3 +218,128 @@ def test_confident_or_large_sorts_components_not_in_volume_order() -> None:
     assert np.array_equal(out, _ref_confident_or_large(labels, probability, (1.0, 1.0, 1.0),
                                                        1.0, 0.5))
     assert out[2, 5, 5] == 1 and out[0, 0, 0] == 2
+
+
+def _ref_relabel_by_volume(labels: np.ndarray, *, min_voxels: int = 1
+                           ) -> tuple[np.ndarray, list[int]]:
+    """`relabel_by_volume` before issue 23's second pass: int64 counts of the whole map."""
+    counts = np.bincount(labels.ravel().astype(np.int64))
+    old = [int(k) for k in np.nonzero(counts)[0] if k > 0 and counts[k] >= min_voxels]
+    old.sort(key=lambda k: (-int(counts[k]), k))
+    dtype = next(d for d in (np.uint8, np.uint16, np.uint32) if len(old) <= np.iinfo(d).max)
+    lookup = np.zeros(len(counts), dtype=dtype)
+    lookup[old] = np.arange(1, len(old) + 1)
+    return lookup[labels], [int(counts[k]) for k in old]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64, np.uint32])
+def test_relabel_by_volume_equals_reference(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    labels = np.zeros((6, 40, 50), dtype=dtype)
+    top = 250 if dtype in (np.uint8, np.int16) else 400  # over 255 labels: uint16 out
+    labels[1:5, 5:35, 5:45] = rng.integers(0, top, size=(4, 30, 40))
+    labels[labels % 7 == 3] = 0  # gaps
+    view = labels[:, 2:-2, 3:]  # not contiguous
+    for array in (labels, view, np.zeros((2, 3, 4), dtype=dtype)):
+        for min_voxels in (1, 3, 10**6):
+            ours, our_counts = relabel_by_volume(array, min_voxels=min_voxels)
+            theirs, their_counts = _ref_relabel_by_volume(array, min_voxels=min_voxels)
+            assert ours.dtype == theirs.dtype and our_counts == their_counts
+            assert np.array_equal(ours, theirs)
+    assert relabel_by_volume(labels)[0].max() > 1
+    if np.issubdtype(dtype, np.signedinteger):
+        labels[0, 0, 0] = -1
+        with pytest.raises(ValueError):
+            relabel_by_volume(labels)
+
+
+def test_instance_labels_of_an_instance_map_in_its_own_dtype(caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    labels = np.zeros((3, 9, 9), dtype=np.uint8)
+    labels[0, :3, :3] = 4  # 9 voxels
+    labels[2, 5:, 5:] = 2  # 16 voxels
+    labels[1, 0, 8] = 7  # 1 voxel: dropped
+    with caplog.at_level("INFO", logger="livermets.labels"):
+        out = instance_labels(labels, (1.0, 1.0, 1.0), min_volume_mm3=2.0)
+    assert out.dtype == np.uint8 and labels[1, 0, 8] == 7  # the input is left alone
+    assert out[2, 6, 6] == 1 and out[0, 0, 0] == 2 and out[1, 0, 8] == 0
+    assert "dropped 1 component(s)" in caplog.text
+    floats = instance_labels(labels.astype(np.float32), (1.0, 1.0, 1.0), min_volume_mm3=2.0)
+    assert np.array_equal(floats, out)
+
+
+def _ref_near_mask(mask: np.ndarray, candidates: np.ndarray, spacing: tuple[float, float, float],
+                   radius_mm: float) -> np.ndarray:
+    """`near_mask` before issue 23's second pass: the distance map on the candidates' box."""
+    out = np.zeros(mask.shape, dtype=bool)
+    if radius_mm <= 0 or not candidates.any() or not mask.any():
+        return out
+    box = grown_box(candidates, spacing, radius_mm)
+    if not mask[box].any():
+        return out
+    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
+    out[box] = candidates[box] & (distance <= radius_mm)
+    return out
+
+
+def _ref_measure_candidate(labels: np.ndarray, label: int, box: tuple[slice, ...],
+                           hu: np.ndarray, liver: np.ndarray, spacing: tuple[float, float, float],
+                           checks: CandidateChecks, probability: np.ndarray) -> CandidateMeasures:
+    """`measure_candidate` before issue 23's second pass: the shell from a distance map."""
+    sigma_mm = checks.fat_smoothing_mm
+    grown = grow_box(box, spacing, max(checks.shell_mm, 3 * sigma_mm), labels.shape)
+    local = labels[grown]
+    inside = local == label
+    values = hu[grown].astype(np.float32)
+    in_liver = liver[grown] > 0
+    outside_fraction = float(np.count_nonzero(inside & ~in_liver)) / float(inside.sum())
+    smooth = ndimage.gaussian_filter(values, (0.0, sigma_mm / spacing[1], sigma_mm / spacing[2]))
+    fat_fraction = float(np.count_nonzero(smooth[inside] < checks.fat_below_hu)) / float(
+        inside.sum())
+    median = float(np.median(values[inside]))
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
+    shell = (distance > 0) & (distance <= checks.shell_mm) & in_liver & (local == 0)
+    contrast = float(np.median(values[shell])) - median if shell.any() else None
+    peak = float(probability[grown][inside].max())
+    return CandidateMeasures(outside_fraction, fat_fraction, contrast, median, peak)
+
+
+def _lesion_scene(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """labels (candidates by decreasing volume), hu, liver, probability on a small grid."""
+    rng = np.random.default_rng(seed)
+    shape = (16, 70, 80)
+    noise = ndimage.gaussian_filter(rng.normal(size=shape), sigma=1.5)
+    labels = instance_labels(noise > 1.6 * noise.std(), (1.0, 1.0, 1.0))
+    liver = np.zeros(shape, dtype=np.uint8)
+    liver[2:14, 10:60, 5:70] = 1
+    hu = rng.normal(110, 25, size=shape).astype(np.int16)
+    hu[labels > 0] -= 40
+    probability = rng.random(shape).astype(np.float32)
+    return labels, hu, liver, probability
+
+
+@pytest.mark.parametrize("spacing", [(1.6, 0.74, 0.74), (5.0, 0.8, 0.8), (1.0, 1.0, 1.0)])
+def test_candidate_measures_equal_reference(spacing: tuple[float, float, float]) -> None:
+    labels, hu, liver, probability = _lesion_scene(int(spacing[0]))
+    checks = CandidateChecks()
+    boxes = ndimage.find_objects(labels)
+    assert len(boxes) > 5
+    with_shell = 0
+    for label, box in enumerate(boxes, start=1):
+        ours = measure_candidate(labels, label, box, hu, liver, spacing, checks, probability)
+        theirs = _ref_measure_candidate(labels, label, box, hu, liver, spacing, checks,
+                                        probability)
+        assert ours == theirs, label
+        with_shell += ours.contrast_hu is not None
+    assert with_shell > 3
+
+
+@pytest.mark.parametrize("radius", [0.0, 2.0, 5.0, 12.0])
+def test_near_mask_equals_reference(radius: float) -> None:
+    labels, _, liver, _ = _lesion_scene(4)
+    candidates = (labels > 0) & (liver == 0)
+    for spacing in ((1.6, 0.74, 0.74), (5.0, 0.8, 0.8)):
+        ours = near_mask(liver > 0, candidates, spacing, radius)
+        assert np.array_equal(ours, _ref_near_mask(liver > 0, candidates, spacing, radius))
+        if radius == 5.0:  # some candidate voxels near the liver, some not
+            assert 0 < ours.sum() < candidates.sum()

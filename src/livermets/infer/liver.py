@@ -28,7 +28,7 @@ from livermets.errors import InputError
 from livermets.infer.slices import iter_slice_probabilities
 from livermets.labels import connected_components, fill_holes, label_medians
 from livermets.models.saved import SavedModel
-from livermets.morphology import ball_rows, dilate_by_ball
+from livermets.morphology import within_distance
 from livermets.preprocess import LIVER_WINDOW_HU, window
 from livermets.types import Spacing
 
@@ -137,39 +137,20 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
 
 def _closing(mask: npt.NDArray[np.bool_], spacing: Spacing, radius_mm: float
              ) -> npt.NDArray[np.bool_]:
-    """Morphological closing of `mask` (z, y, x) by a ball of `radius_mm`, computed on a grid
-    of about 2 mm voxels (every k-th voxel of a finer grid) and brought back by nearest
+    """Morphological closing of `mask` (z, y, x) by a ball of `radius_mm`, from two distance
+    maps in mm (as dilations by the ball they define: `livermets.morphology`), computed on a
+    grid of about 2 mm voxels (every k-th voxel of a finer grid) and brought back by nearest
     neighbour: notches of 15 mm need no finer grid, and the edge may move by up to k - 1 fine
-    voxels (under 2 mm).
-
-    The voxels of two distance maps in mm thresholded at the radius (grown: within it of the
-    mask; closed: farther than it from outside the grown mask), obtained as a dilation by the
-    ball that those distances define (`livermets.morphology`) and the same dilation of the
-    grown mask's outside, complemented; the distance maps themselves where that ball is
-    ambiguous or an array has nothing to measure from.
-    """
+    voxels (under 2 mm)."""
     step = [max(1, int(2.0 // s)) for s in spacing]
     coarse = mask[::step[0], ::step[1], ::step[2]]
-    sampling = tuple(float(s * k) for s, k in zip(spacing, step, strict=True))
-    rows = ball_rows(sampling, radius_mm)  # type: ignore[arg-type]
-    closed = None
-    if rows is not None and coarse.any():
-        grown = dilate_by_ball(coarse, rows)
-        if not grown.all():
-            closed = ~dilate_by_ball(~grown, rows)
-    if closed is None:
-        closed = _closing_by_distance(coarse, sampling, radius_mm)
+    sampling = [s * k for s, k in zip(spacing, step, strict=True)]
+    grown = within_distance(coarse, sampling, radius_mm)
+    closed = ~within_distance(~grown, sampling, radius_mm)  # farther than it from outside
     for axis, k in enumerate(step):  # back by nearest neighbour: fine voxel i is coarse i // k
         if k > 1:
             closed = np.repeat(closed, k, axis=axis)
     return np.asarray(closed[tuple(slice(0, n) for n in mask.shape)] | mask)
-
-
-def _closing_by_distance(coarse: npt.NDArray[np.bool_], sampling: tuple[float, ...],
-                         radius_mm: float) -> npt.NDArray[np.bool_]:
-    """The closing of `_closing` on its coarse grid from the two distance maps (mm)."""
-    grown = ndimage.distance_transform_edt(~coarse, sampling=sampling) <= radius_mm
-    return np.asarray(ndimage.distance_transform_edt(grown, sampling=sampling) > radius_mm)
 
 
 def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True,

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from scipy import ndimage
 
 from livermets.boxes import grown_box
 from livermets.errors import InputError
@@ -59,6 +58,7 @@ from livermets.labels import instance_labels, label_maxima, smallest_label_dtype
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
+from livermets.morphology import within_distance
 from livermets.preprocess import (
     LiverStatistics,
     context_steps,
@@ -394,21 +394,25 @@ def confident_or_large(labels: npt.NDArray[np.unsignedinteger],
     `instance_labels` gives them; the kept ones keep that order, so renumbering them in turn
     is what `instance_labels` would do (in the smallest dtype that holds K').
     """
-    count = int(labels.max())
+    inside = labels != 0  # the labelled voxels only are read and written after this
+    keys = labels[inside]
+    count = int(keys.max(initial=0))
     if count == 0:
         return labels
     index = np.arange(1, count + 1)
-    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    voxels = np.bincount(keys, minlength=count + 1)[1:]
     volumes = voxels * float(np.prod(spacing))
-    peaks = label_maxima(probability, labels, count)
+    peaks = label_maxima(probability[inside], keys, count)
     kept = index[(volumes >= min_volume_mm3) | (peaks >= min_peak)]
     if np.any(np.diff(voxels[kept - 1]) > 0):  # not by decreasing volume: sort them
-        lookup = np.zeros(count + 1, dtype=np.int64)
-        lookup[kept] = np.arange(1, len(kept) + 1)
-        return instance_labels(lookup[labels], spacing)
+        numbers = np.zeros(count + 1, dtype=np.int64)
+        numbers[kept] = np.arange(1, len(kept) + 1)
+        return instance_labels(numbers[labels], spacing)
     lookup = np.zeros(count + 1, dtype=smallest_label_dtype(len(kept)))
     lookup[kept] = np.arange(1, len(kept) + 1)
-    return lookup[labels]
+    out = np.zeros_like(lookup, shape=labels.shape)
+    out[inside] = lookup[keys]
+    return out
 
 
 def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
@@ -454,9 +458,9 @@ def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
               spacing: tuple[float, float, float], radius_mm: float) -> npt.NDArray[np.bool_]:
     """The `candidates` voxels whose centre lies within `radius_mm` (Euclidean) of `mask`.
 
-    The distance transform runs on the candidates' bounding box grown by the radius (any
+    The distance is measured on the candidates' bounding box grown by the radius (any
     mask voxel within the radius of a candidate lies inside it), so its cost follows the
-    candidates, not the volume.
+    candidates, not the volume (`morphology.within_distance`: the thresholded distance map).
     """
     out = np.zeros(mask.shape, dtype=bool)
     if radius_mm <= 0 or not candidates.any() or not mask.any():
@@ -464,8 +468,7 @@ def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
     box = grown_box(candidates, spacing, radius_mm)
     if not mask[box].any():  # the transform of an input without zeros is meaningless
         return out
-    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
-    out[box] = candidates[box] & (distance <= radius_mm)
+    out[box] = candidates[box] & within_distance(mask[box], spacing, radius_mm)
     return out
 
 
