@@ -7,7 +7,8 @@ the projection bounding box against `find_objects`, the SEG's binary check again
 the SEG written from segment-major masks against the same masks stacked pixel by pixel, and
 (issue 23, second pass) the small confident cores' selection against `ndimage.maximum` and a
 renumbering by `instance_labels`, the renumbering by volume against its int64 whole-map form,
-and the candidates' shell and the liver's margin against thresholded distance maps.
+the candidates' shell and the liver's margin against thresholded distance maps, and the SEG's
+overlap check against highdicom's own.
 """
 
 from __future__ import annotations
@@ -343,3 +344,42 @@ def test_near_mask_equals_reference(radius: float) -> None:
         assert np.array_equal(ours, _ref_near_mask(liver > 0, candidates, spacing, radius))
         if radius == 5.0:  # some candidate voxels near the liver, some not
             assert 0 < ours.sum() < candidates.sum()
+
+
+@pytest.mark.parametrize("segments", [1, 2, 3])
+def test_any_overlap_equals_the_sum_over_segments(segments: int) -> None:
+    rng = np.random.default_rng(segments)
+    for density in (0.0, 0.001, 0.3):
+        stack = np.moveaxis((rng.random((segments, 5, 6, 7)) < density).astype(np.uint8), 0, -1)
+        assert dicom_seg._any_overlap(stack) == bool(stack.sum(axis=-1).max() > 1)
+    stack = np.zeros((2, 3, 4, segments), dtype=np.uint8)
+    stack[1, 2, 3, :] = 1  # one shared voxel
+    assert dicom_seg._any_overlap(stack) == (segments > 1)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapping", "apart"])
+def test_seg_with_the_overlap_shortcut_equals_highdicom(tmp_path: Path, overlap: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SEG written with the shortcut has highdicom's frames and attributes (incl.
+    SegmentsOverlap), and a mask highdicom refuses is still refused."""
+    import highdicom as hd
+
+    ct = read_image(shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM"))
+    liver = np.zeros(ct.shape, dtype=np.uint8)
+    liver[30:80, 150:300, 120:330] = 1
+    lesions = np.zeros(ct.shape, dtype=np.uint8)
+    lesions[50:60, 200:230, 200:240] = 1
+    if not overlap:
+        liver[lesions > 0] = 0
+    segments = [dicom_seg.liver_segment(liver), dicom_seg.metastases_segment(lesions)]
+    fast = dicom_seg.write_dicom_seg(tmp_path / "fast.dcm", segments, ct)
+    assert pydicom.dcmread(fast).SegmentsOverlap == ("YES" if overlap else "NO")
+    monkeypatch.setattr(dicom_seg, "_segmentation_class", lambda: hd.seg.Segmentation)
+    plain = dicom_seg.write_dicom_seg(tmp_path / "plain.dcm", segments, ct)
+    assert _seg_content(fast) == _seg_content(plain)
+    monkeypatch.undo()
+    stack = np.zeros((2, 3, 4, 2), dtype=np.uint8)
+    stack[0, 0, 0, 0] = 2
+    with pytest.raises(ValueError, match="must be binary"):
+        dicom_seg._segmentation_class()._check_and_cast_pixel_array(
+            stack, np.array([1, 2]), hd.seg.SegmentationTypeValues.BINARY, np.uint8)
