@@ -24,6 +24,7 @@ from scipy import ndimage
 from torch import nn
 
 from livermets.boxes import bounding_box, grow_box, grown_box
+from livermets.infer import extent
 from livermets.infer.candidates import CandidateChecks, CandidateMeasures, measure_candidate
 from livermets.infer.predictor import confident_or_large, near_mask
 from livermets.infer.slices import slice_probabilities
@@ -383,3 +384,36 @@ def test_seg_with_the_overlap_shortcut_equals_highdicom(tmp_path: Path, overlap:
     with pytest.raises(ValueError, match="must be binary"):
         dicom_seg._segmentation_class()._check_and_cast_pixel_array(
             stack, np.array([1, 2]), hd.seg.SegmentationTypeValues.BINARY, np.uint8)
+
+
+def _ref_recover_extent(labels: np.ndarray, hu: np.ndarray, allowed: np.ndarray,
+                        spacing: tuple[float, float, float],
+                        settings: extent.ExtentSettings) -> np.ndarray:
+    """`recover_extent` before issue 23's second pass: the box found again after every round."""
+    out = labels.copy()
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        for _ in range(settings.rounds):
+            if box is None or not extent._grow(out, label, box, hu, allowed, spacing, settings):
+                break
+            box = ndimage.find_objects((out == label).astype(np.uint8))[0]
+    return out
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_recover_extent_equals_reference(rounds: int) -> None:
+    """A dark lesion larger than the reach, marked only at its core, grows over rounds."""
+    shape = (12, 90, 90)
+    zz, yy, xx = np.indices(shape)
+    radius = np.sqrt(((zz - 6) * 2.0) ** 2 + (yy - 45.0) ** 2 + (xx - 45.0) ** 2)
+    hu = np.where(radius < 14, 50, 120).astype(np.int16)
+    hu += np.random.default_rng(rounds).normal(0, 3, size=shape).astype(np.int16)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[(radius < 4)] = 1
+    labels[2:4, 5:8, 80:84] = 2  # a small dark spot elsewhere
+    hu[2:4, 5:8, 80:84] = 40
+    settings = extent.ExtentSettings(reach_mm=8.0, ring_mm=6.0, rounds=rounds)
+    allowed = np.ones(shape, dtype=bool)
+    ours = extent.recover_extent(labels, hu, allowed, (2.0, 1.0, 1.0), settings)
+    assert np.array_equal(ours, _ref_recover_extent(labels, hu, allowed, (2.0, 1.0, 1.0),
+                                                     settings))
+    assert (ours == 1).sum() > (labels == 1).sum() * 10

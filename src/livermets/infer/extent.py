@@ -126,10 +126,11 @@ def recover_extent(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic],
     map of the same dtype."""
     out = labels.copy()
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        for _ in range(settings.rounds):
+        for round_ in range(1, settings.rounds + 1):
             if box is None or not _grow(out, label, box, hu, allowed, spacing, settings):
                 break
-            box = ndimage.find_objects((out == label).astype(np.uint8))[0]
+            if round_ < settings.rounds:  # the grown lesion's box, for the next round only
+                box = ndimage.find_objects((out == label).astype(np.uint8))[0]
     return out
 
 

@@ -121,11 +121,14 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     assert found is not None  # sure_inside is not empty
     box = _notch_box(found, spacing, liver.shape)
     size = [1] + [max(1, round(LOCAL_MEAN_MM / s)) for s in spacing[1:]]
-    weight = inside[box].astype(np.float32)  # the mean over liver voxels only: no fat mixed in
+    in_box = inside[box]
+    weight = in_box.astype(np.float32)  # the mean over liver voxels only: no fat mixed in
     total = ndimage.uniform_filter(np.asarray(hu[box], dtype=np.float32) * weight, size=size)
-    local = total / np.maximum(ndimage.uniform_filter(weight, size=size), 1e-6)
-    kept = inside[box] & (local >= level - DARK_BELOW_LIVER_HU)
-    del total, local, weight
+    share = ndimage.uniform_filter(weight, size=size)
+    del weight
+    kept = np.zeros_like(in_box)  # the local mean is needed at the liver's voxels only
+    kept[in_box] = total[in_box] / np.maximum(share[in_box], 1e-6) >= level - DARK_BELOW_LIVER_HU
+    del total, share
     if not kept.any():
         return liver
     core = largest_filled_component(kept, fill=False) > 0

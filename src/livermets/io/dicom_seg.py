@@ -446,12 +446,12 @@ def _segmentation_class() -> Any:
 def _any_overlap(stack: npt.NDArray[np.uint8]) -> bool:
     """Whether two segments of a 0/1 (z, y, x, segments) stack share a voxel (what
     `stack.sum(axis=-1).max() > 1` says)."""
-    seen = np.zeros(stack.shape[:-1], dtype=bool)
-    for k in range(stack.shape[-1]):
-        segment = stack[..., k] > 0
-        if k and np.logical_and(seen, segment).any():
+    seen = stack[..., 0]  # the union of the segments before k (0/1, any dtype of those)
+    for k in range(1, stack.shape[-1]):
+        if np.logical_and(seen, stack[..., k]).any():
             return True
-        seen |= segment
+        if k + 1 < stack.shape[-1]:
+            seen = np.logical_or(seen, stack[..., k])
     return False
 
 
