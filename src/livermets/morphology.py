@@ -23,6 +23,9 @@ from scipy import ndimage
 #: Offsets whose distance lies this close (relative) to the radius could fall on either side
 #: of it in a distance transform's rounding: `ball_rows` then declines.
 _TIE_MARGIN = 1e-9
+#: The distance map costs about 50 ns a voxel, the dilation about 8 us a row of the ball
+#: (measured: a 15 mm ball at 1 mm, 709 rows, wins from about 100 000 voxels on).
+_VOXELS_PER_ROW = 160
 
 
 def within_distance(mask: npt.NDArray[np.bool_], sampling: Sequence[float], radius_mm: float
@@ -30,11 +33,12 @@ def within_distance(mask: npt.NDArray[np.bool_], sampling: Sequence[float], radi
     """`ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm`, voxel for
     voxel: the voxels (z, y, x; `sampling` in mm) with a `mask` voxel within `radius_mm`,
     by a dilation (module docstring). The distance map itself when the ball is ambiguous
-    (`ball_rows`) or `mask` is empty (the map then means nothing, but is what it is).
+    (`ball_rows`), `mask` is empty (the map then means nothing, but is what it is) or too
+    small for the ball's rows to pay (`_VOXELS_PER_ROW`).
     """
     mask = np.asarray(mask, dtype=bool)
     rows = ball_rows(tuple(float(s) for s in sampling), float(radius_mm))
-    if rows is None or not mask.any():
+    if rows is None or mask.size < _VOXELS_PER_ROW * len(rows) or not mask.any():
         return np.asarray(ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius_mm)
     return dilate_by_ball(mask, rows)
 

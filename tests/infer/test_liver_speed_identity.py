@@ -192,6 +192,7 @@ def test_ball_on_the_sphere_is_inside_and_the_rows_are_runs() -> None:
 
 @pytest.mark.parametrize("spacing", [(1.6, 0.74, 0.74), (5.0, 0.8, 0.8), (2.35, 2.35, 2.35),
                                      (1.0, 1.0, 1.0)])
+@pytest.mark.usefixtures("both_distance_ways")
 def test_closing_equals_reference(spacing: Spacing) -> None:
     rng = np.random.default_rng(7)
     shape = (30, 90, 80)

@@ -321,6 +321,7 @@ def _lesion_scene(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 @pytest.mark.parametrize("spacing", [(1.6, 0.74, 0.74), (5.0, 0.8, 0.8), (1.0, 1.0, 1.0)])
+@pytest.mark.usefixtures("both_distance_ways")
 def test_candidate_measures_equal_reference(spacing: tuple[float, float, float]) -> None:
     labels, hu, liver, probability = _lesion_scene(int(spacing[0]))
     checks = CandidateChecks()
@@ -337,6 +338,7 @@ def test_candidate_measures_equal_reference(spacing: tuple[float, float, float])
 
 
 @pytest.mark.parametrize("radius", [0.0, 2.0, 5.0, 12.0])
+@pytest.mark.usefixtures("both_distance_ways")
 def test_near_mask_equals_reference(radius: float) -> None:
     labels, _, liver, _ = _lesion_scene(4)
     candidates = (labels > 0) & (liver == 0)
@@ -386,20 +388,48 @@ def test_seg_with_the_overlap_shortcut_equals_highdicom(tmp_path: Path, overlap:
             stack, np.array([1, 2]), hd.seg.SegmentationTypeValues.BINARY, np.uint8)
 
 
+def _ref_grow(labels: np.ndarray, label: int, box: tuple[slice, ...], hu: np.ndarray,
+              allowed: np.ndarray, spacing: tuple[float, float, float],
+              settings: extent.ExtentSettings) -> bool:
+    """`extent._grow` before issue 23's second pass: from the lesion's distance map."""
+    window = grow_box(box, spacing, settings.reach_mm + settings.ring_mm, labels.shape)
+    local = labels[window]
+    inside = local == label
+    values = ndimage.gaussian_filter(hu[window].astype(np.float32),
+                                     [settings.smoothing_mm / s for s in spacing])
+    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
+    free = allowed[window] & (local == 0)
+    ring = free & (distance > settings.reach_mm)
+    if not ring.any():
+        return False
+    lesion_hu = float(np.median(values[inside]))
+    liver_hu = float(np.median(values[ring]))
+    if liver_hu - lesion_hu < settings.min_contrast_hu:
+        return False
+    cut = lesion_hu + settings.cut_fraction * (liver_hu - lesion_hu)
+    region = (free & (distance <= settings.reach_mm) & (values < cut)
+              & (values > settings.soft_tissue_above_hu))
+    added = extent.grown_in_plane(inside, region | inside) & ~inside
+    local[added] = label
+    return bool(added.any()) and float(distance[added].max()) > settings.reach_mm - max(spacing)
+
+
 def _ref_recover_extent(labels: np.ndarray, hu: np.ndarray, allowed: np.ndarray,
                         spacing: tuple[float, float, float],
                         settings: extent.ExtentSettings) -> np.ndarray:
-    """`recover_extent` before issue 23's second pass: the box found again after every round."""
+    """`recover_extent` before issue 23's second pass: the box found again after every round,
+    the growth from distance maps."""
     out = labels.copy()
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
         for _ in range(settings.rounds):
-            if box is None or not extent._grow(out, label, box, hu, allowed, spacing, settings):
+            if box is None or not _ref_grow(out, label, box, hu, allowed, spacing, settings):
                 break
             box = ndimage.find_objects((out == label).astype(np.uint8))[0]
     return out
 
 
 @pytest.mark.parametrize("rounds", [1, 2, 3])
+@pytest.mark.usefixtures("both_distance_ways")
 def test_recover_extent_equals_reference(rounds: int) -> None:
     """A dark lesion larger than the reach, marked only at its core, grows over rounds."""
     shape = (12, 90, 90)
