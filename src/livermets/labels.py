@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from livermets.boxes import bounding_box
 from livermets.types import Spacing
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,43 @@ def fill_holes(mask: npt.NDArray[np.generic], *, in_plane: bool = False
         return np.asarray(mask) > 0
     outer[0] = False  # the mask itself
     return ~outer[background]
+
+
+def not_enclosed(mask: npt.NDArray[np.generic], filled: npt.NDArray[np.generic]
+                 ) -> npt.NDArray[np.bool_]:
+    """`filled & ~fill_holes(mask)` (z, y, x) for a `filled` that holds `mask` and has no
+    holes of its own (e.g. `fill_holes` of a superset of `mask`): the voxels `filled` adds to
+    `mask` that `mask` does not enclose in 3D, without labelling `mask`'s background again.
+
+    A face-connected piece of those added voxels is a hole of `mask` unless it touches the
+    outside of `filled` or a face of the array: the rest of `mask`'s background is the
+    outside of `filled`, and each piece of that reaches a face (`filled` has no holes). So
+    only the added voxels' box (grown by one voxel) is labelled.
+    """
+    inside = np.asarray(mask) > 0
+    whole = np.asarray(filled) > 0
+    extra = whole & ~inside
+    out = np.zeros(inside.shape, dtype=bool)
+    found = bounding_box(extra)
+    if found is None:
+        return out
+    box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1))
+                for b, n in zip(found, inside.shape, strict=True))
+    pieces, count = ndimage.label(extra[box], structure=_STRUCTURES[6])
+    outside = ~whole[box]
+    open_ = np.zeros(count + 1, dtype=bool)
+    for axis, (part, n) in enumerate(zip(box, inside.shape, strict=True)):
+        length = pieces.shape[axis]
+        low = tuple(slice(0, length - 1) if a == axis else slice(None) for a in range(3))
+        high = tuple(slice(1, length) if a == axis else slice(None) for a in range(3))
+        open_[pieces[low][outside[high]]] = True  # a piece next to the outside of `filled`
+        open_[pieces[high][outside[low]]] = True
+        for face, at_edge in ((0, part.start == 0), (length - 1, part.stop == n)):
+            if at_edge:  # a piece on a face of the array
+                open_[pieces[tuple(face if a == axis else slice(None) for a in range(3))]] = True
+    open_[0] = False
+    out[box] = open_[pieces]
+    return out
 
 
 def label_medians(values: npt.NDArray[np.generic], labels: npt.NDArray[np.integer],

@@ -23,7 +23,7 @@ from livermets.infer.liver import (
     _closing,
     postprocess_liver,
 )
-from livermets.labels import connected_components, fill_holes, label_medians
+from livermets.labels import connected_components, fill_holes, label_medians, not_enclosed
 from livermets.morphology import ball_rows, dilate_by_ball, within_distance
 from livermets.types import Spacing
 from tests.conftest import shared_path
@@ -204,6 +204,33 @@ def test_closing_equals_reference(spacing: Spacing) -> None:
     assert np.array_equal(_closing(tiny, spacing, 4.0), _ref_closing(tiny, spacing, 4.0))
     full = np.ones((4, 6, 6), bool)  # the grown mask fills the array
     assert np.array_equal(_closing(full, spacing, 4.0), _ref_closing(full, spacing, 4.0))
+
+
+def test_not_enclosed_equals_filled_minus_the_3d_filling() -> None:
+    rng = np.random.default_rng(11)
+    seen_open = 0
+    for level in (-0.3, 0.0, 0.4, 0.9):
+        for shape in ((9, 30, 33), (4, 12, 40)):
+            mask = _blobs(rng, shape, level)
+            for filled in (fill_holes(fill_holes(mask, in_plane=True)), fill_holes(mask)):
+                expected = filled & ~fill_holes(mask)
+                assert np.array_equal(not_enclosed(mask, filled), expected), (level, shape)
+                seen_open += int(expected.any())
+    assert seen_open
+    block = np.zeros((8, 12, 12), bool)  # a cavity (enclosed) and a pocket open above
+    block[1:7, 1:11, 1:11] = True
+    block[2:4, 3:5, 3:5] = False
+    block[3:7, 7:9, 7:9] = False
+    filled = fill_holes(fill_holes(block, in_plane=True))
+    pocket = np.zeros_like(block)
+    pocket[3:7, 7:9, 7:9] = True
+    assert np.array_equal(not_enclosed(block, filled), pocket)
+    tube = np.zeros((5, 7, 7), bool)
+    tube[:, 1:6, 1:6] = True
+    tube[1:, 3, 3] = False  # open on the last slice only: a hole of each slice, not in 3D
+    filled = fill_holes(fill_holes(tube, in_plane=True))
+    assert np.array_equal(not_enclosed(tube, filled), filled & ~tube)
+    assert not not_enclosed(tube, tube).any()
 
 
 # --- the whole post-processing against the reference ---

@@ -26,7 +26,7 @@ from scipy import ndimage
 from livermets.boxes import bounding_box
 from livermets.errors import InputError
 from livermets.infer.slices import iter_slice_probabilities
-from livermets.labels import connected_components, fill_holes, label_medians
+from livermets.labels import connected_components, fill_holes, label_medians, not_enclosed
 from livermets.models.saved import SavedModel
 from livermets.morphology import within_distance
 from livermets.preprocess import LIVER_WINDOW_HU, window
@@ -194,7 +194,7 @@ def fill_liver_holes(liver: npt.NDArray[np.bool_], hu: npt.NDArray[np.generic] |
     filled = fill_holes(fill_holes(liver, in_plane=True))
     if hu is None:
         return filled
-    added = filled & ~fill_holes(liver)  # added by the slice filling alone, open in 3D
+    added = not_enclosed(liver, filled)  # added by the slice filling alone, open in 3D
     box = _bounding_box(added)
     if box is None:
         return filled
