@@ -26,6 +26,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(params=[True, False], ids=["ball", "distance-map"])
+def both_distance_ways(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test runs with `morphology.within_distance` dilating by the ball on any array size,
+    then choosing by its size rule (small arrays: the distance map), for identity checks."""
+    from livermets import morphology
+
+    if request.param:
+        monkeypatch.setattr(morphology, "_VOXELS_PER_ROW", 0)
+
+
 def shared_path(*parts: str) -> Path:
     """A path inside ../shared/data, skipping the calling test when it does not exist."""
     path = SHARED_DATA.joinpath(*parts)

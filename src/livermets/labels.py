@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from livermets.boxes import bounding_box
 from livermets.types import Spacing
 
 logger = logging.getLogger(__name__)
@@ -58,14 +59,30 @@ def relabel_by_volume(
     Labels with fewer than `min_voxels` voxels become background. Returns the new map (the
     smallest unsigned dtype that fits) and the voxel count of each new label, in order.
     """
-    counts = np.bincount(labels.ravel().astype(np.int64))
+    relabelled, kept, _ = _relabelled(labels, min_voxels)
+    return relabelled, kept
+
+
+def _relabelled(labels: npt.NDArray[np.integer], min_voxels: int
+                ) -> tuple[npt.NDArray[np.unsignedinteger], list[int], int]:
+    """`relabel_by_volume`'s map and counts, and how many labels > 0 the input held.
+
+    Reads and writes only the labelled voxels after one comparison pass (a lesion map is
+    mostly background): no int64 copy of the whole map for the counts or the lookup.
+    """
+    array = np.asarray(labels)
+    inside = array != 0
+    values = array[inside]
+    if not np.can_cast(values.dtype, np.intp):
+        values = values.astype(np.int64)
+    counts = np.bincount(values, minlength=1)
     old = [int(k) for k in np.nonzero(counts)[0] if k > 0 and counts[k] >= min_voxels]
     old.sort(key=lambda k: (-int(counts[k]), k))
-    # The lookup has the output's dtype, so indexing makes no 8-byte-per-voxel copy.
     lookup = np.zeros(len(counts), dtype=smallest_label_dtype(len(old)))
     lookup[old] = np.arange(1, len(old) + 1)
-    relabelled = lookup[labels]
-    return relabelled, [int(counts[k]) for k in old]
+    relabelled = np.zeros_like(lookup, shape=array.shape)
+    relabelled[inside] = lookup[values]
+    return relabelled, [int(counts[k]) for k in old], int(np.count_nonzero(counts[1:]))
 
 
 def instance_labels(
@@ -85,13 +102,15 @@ def instance_labels(
     array = np.asarray(mask)
     labels: npt.NDArray[np.integer]
     if array.size and array.max() > 1:
-        labels = array.astype(np.int64)
+        # An integer map is read as it is (its values are the labels either way).
+        integer = np.issubdtype(array.dtype, np.integer) and np.can_cast(array.dtype, np.intp)
+        labels = array if integer else array.astype(np.int64)
     else:
         labels, _ = connected_components(array, connectivity=connectivity)
     voxel_mm3 = float(np.prod(spacing))
     min_voxels = max(1, int(np.ceil(min_volume_mm3 / voxel_mm3))) if min_volume_mm3 > 0 else 1
-    relabelled, counts = relabel_by_volume(labels, min_voxels=min_voxels)
-    dropped = len(np.unique(labels[labels > 0])) - len(counts)
+    relabelled, counts, present = _relabelled(labels, min_voxels)
+    dropped = present - len(counts)
     if dropped:
         logger.info("dropped %d component(s) under %.1f mm3 (%d voxels)", dropped,
                     min_volume_mm3, min_voxels)
@@ -154,6 +173,43 @@ def fill_holes(mask: npt.NDArray[np.generic], *, in_plane: bool = False
     return ~outer[background]
 
 
+def not_enclosed(mask: npt.NDArray[np.generic], filled: npt.NDArray[np.generic]
+                 ) -> npt.NDArray[np.bool_]:
+    """`filled & ~fill_holes(mask)` (z, y, x) for a `filled` that holds `mask` and has no
+    holes of its own (e.g. `fill_holes` of a superset of `mask`): the voxels `filled` adds to
+    `mask` that `mask` does not enclose in 3D, without labelling `mask`'s background again.
+
+    A face-connected piece of those added voxels is a hole of `mask` unless it touches the
+    outside of `filled` or a face of the array: the rest of `mask`'s background is the
+    outside of `filled`, and each piece of that reaches a face (`filled` has no holes). So
+    only the added voxels' box (grown by one voxel) is labelled.
+    """
+    inside = np.asarray(mask) > 0
+    whole = np.asarray(filled) > 0
+    extra = whole & ~inside
+    out = np.zeros(inside.shape, dtype=bool)
+    found = bounding_box(extra)
+    if found is None:
+        return out
+    box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1))
+                for b, n in zip(found, inside.shape, strict=True))
+    pieces, count = ndimage.label(extra[box], structure=_STRUCTURES[6])
+    outside = ~whole[box]
+    open_ = np.zeros(count + 1, dtype=bool)
+    for axis, (part, n) in enumerate(zip(box, inside.shape, strict=True)):
+        length = pieces.shape[axis]
+        low = tuple(slice(0, length - 1) if a == axis else slice(None) for a in range(3))
+        high = tuple(slice(1, length) if a == axis else slice(None) for a in range(3))
+        open_[pieces[low][outside[high]]] = True  # a piece next to the outside of `filled`
+        open_[pieces[high][outside[low]]] = True
+        for face, at_edge in ((0, part.start == 0), (length - 1, part.stop == n)):
+            if at_edge:  # a piece on a face of the array
+                open_[pieces[tuple(face if a == axis else slice(None) for a in range(3))]] = True
+    open_[0] = False
+    out[box] = open_[pieces]
+    return out
+
+
 def label_medians(values: npt.NDArray[np.generic], labels: npt.NDArray[np.integer],
                   count: int) -> npt.NDArray[np.float64]:
     """The median of `values` over each label 1..`count` of `labels` (same shape), in order;
@@ -177,3 +233,17 @@ def label_medians(values: npt.NDArray[np.generic], labels: npt.NDArray[np.intege
     high = (starts + counts // 2)[found]
     medians[found] = (picked[low] + picked[high]) / 2.0
     return medians
+
+
+def label_maxima(values: npt.NDArray[np.floating], labels: npt.NDArray[np.integer],
+                 count: int) -> npt.NDArray[np.floating]:
+    """The maximum of `values` (no NaN) over each label 1..`count` of `labels` (same shape),
+    in order, in `values`' dtype; -inf for a label without voxels.
+
+    The same numbers as `ndimage.maximum(values, labels, range(1, count + 1))` for every
+    label present, from the labelled voxels only: scipy sorts the whole array.
+    """
+    inside = np.asarray(labels) > 0
+    peaks = np.full(count + 1, -np.inf, dtype=np.asarray(values).dtype)
+    np.maximum.at(peaks, np.asarray(labels)[inside], np.asarray(values)[inside])
+    return peaks[1:]

@@ -1,8 +1,9 @@
 """The fast liver post-processing (issue 23) gives the same voxels as the straightforward one.
 
 The reference below is the post-processing as it was before: whole-volume passes,
-`ndimage.binary_fill_holes` slice by slice and `ndimage.median` over labels. It lives here only,
-as the yardstick for `livermets.infer.liver` and the helpers in `livermets.labels`.
+`ndimage.binary_fill_holes` slice by slice, `ndimage.median` over labels and the closing from two
+distance maps. It lives here only, as the yardstick for `livermets.infer.liver` and the helpers
+in `livermets.labels` and `livermets.morphology`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,23 @@ from livermets.infer.liver import (
     _closing,
     postprocess_liver,
 )
-from livermets.labels import connected_components, fill_holes, label_medians
+from livermets.labels import connected_components, fill_holes, label_medians, not_enclosed
+from livermets.morphology import ball_rows, dilate_by_ball, within_distance
 from livermets.types import Spacing
 from tests.conftest import shared_path
 
 # --- the reference: the post-processing before issue 23 ---
+
+
+def _ref_closing(mask: npt.NDArray[np.bool_], spacing: Spacing, radius_mm: float
+                 ) -> npt.NDArray[np.bool_]:
+    step = [max(1, int(2.0 // s)) for s in spacing]
+    coarse = mask[::step[0], ::step[1], ::step[2]]
+    sampling = [s * k for s, k in zip(spacing, step, strict=True)]
+    grown = ndimage.distance_transform_edt(~coarse, sampling=sampling) <= radius_mm
+    closed = ndimage.distance_transform_edt(grown, sampling=sampling) > radius_mm
+    index = np.ix_(*(np.arange(n) // k for n, k in zip(mask.shape, step, strict=True)))
+    return np.asarray(closed[index] | mask)
 
 
 def _ref_fill_liver_holes(liver: npt.NDArray[np.bool_], hu: npt.NDArray[np.generic]
@@ -79,7 +92,7 @@ def _ref_drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bo
     if not kept.any():
         return liver
     core = _ref_largest_filled_component(kept, fill=False) > 0
-    closed = _closing(core, spacing, LIVER_NOTCH_MM)  # unchanged by issue 23
+    closed = _ref_closing(core, spacing, LIVER_NOTCH_MM)
     out = np.zeros_like(liver)
     out[box] = _ref_largest_filled_component((closed & above[box]) | core, hu=hu[box])
     return out
@@ -134,6 +147,90 @@ def test_fill_holes_equals_binary_fill_holes() -> None:
     open_tube[:, 3, 3] = False  # open at both z ends: a hole of each slice, not in 3D
     assert not fill_holes(open_tube)[:, 3, 3].any()
     assert fill_holes(open_tube, in_plane=True)[:, 3, 3].all()
+
+
+#: Voxel sizes (z, y, x mm) of the real CTs' 2 mm grids and others: 5 mm slices put offsets
+#: exactly on a 15 mm sphere; (0.1, 0.1, 0.1) with 0.3 mm rounds an offset onto it.
+_SAMPLINGS = [(1.600000023841856, 1.485999941825866, 1.485999941825866), (5.0, 1.59375, 1.59375),
+              (2.3534998893737793,) * 3, (1.0, 1.0, 1.0), (3.0, 1.3, 0.7), (0.1, 0.1, 0.1)]
+
+
+@pytest.mark.parametrize("sampling", _SAMPLINGS)
+@pytest.mark.parametrize("radius", [0.0, 0.3, 2.0, 4.5, 15.0])
+def test_ball_dilation_equals_thresholded_distance_map(sampling: tuple[float, float, float],
+                                                       radius: float) -> None:
+    rng = np.random.default_rng(int(radius * 10) + len(sampling))
+    mask = _blobs(rng, (14, 23, 29), 1.6)
+    mask[0, 0, 0] = mask[-1, 5, -1] = True  # on the faces
+    expected = ndimage.distance_transform_edt(~mask, sampling=sampling) <= radius
+    assert np.array_equal(within_distance(mask, sampling, radius), expected)
+    empty = np.zeros_like(mask)  # a meaningless map, but the same one
+    assert np.array_equal(within_distance(empty, sampling, radius),
+                          ndimage.distance_transform_edt(~empty, sampling=sampling) <= radius)
+    rows = ball_rows(sampling, radius)
+    if rows is None:  # rounded onto the sphere: only there may the ball decline
+        assert sampling == (0.1, 0.1, 0.1)
+        return
+    assert np.array_equal(dilate_by_ball(mask, rows), expected)
+    # Erosion: the same dilation of the outside, complemented (a distance map of an array
+    # without zeros means nothing: `_closing` does not ask for it).
+    assert expected.all() or np.array_equal(~dilate_by_ball(~expected, rows),
+                          ndimage.distance_transform_edt(expected, sampling=sampling) > radius)
+    if radius >= 4.5:  # not the mask itself: a wrong ball would show
+        assert expected.sum() > 1.5 * mask.sum()
+
+
+def test_ball_on_the_sphere_is_inside_and_the_rows_are_runs() -> None:
+    rows = ball_rows((5.0, 1.0, 1.0), 15.0)
+    assert rows is not None
+    assert (3, 0, 0) in rows and (-3, 0, 0) in rows  # exactly 15 mm: inside, as <= says
+    assert not any(abs(dz) > 3 for dz, _, _ in rows)
+    assert dict(((dz, dy), w) for dz, dy, w in rows)[(0, 0)] == 15
+    assert ball_rows((0.1, 0.1, 0.1), 0.3) is None  # 3 x 0.1 rounds to 0.30000000000000004
+    assert ball_rows((1.0, 1.0, 1.0), -1.0) is None
+
+
+@pytest.mark.parametrize("spacing", [(1.6, 0.74, 0.74), (5.0, 0.8, 0.8), (2.35, 2.35, 2.35),
+                                     (1.0, 1.0, 1.0)])
+@pytest.mark.usefixtures("both_distance_ways")
+def test_closing_equals_reference(spacing: Spacing) -> None:
+    rng = np.random.default_rng(7)
+    shape = (30, 90, 80)
+    mask = _blobs(rng, shape, 0.9)
+    assert np.array_equal(_closing(mask, spacing, LIVER_NOTCH_MM),
+                          _ref_closing(mask, spacing, LIVER_NOTCH_MM))
+    tiny = np.zeros(shape, bool)  # nothing left on the coarse grid: the distance maps decide
+    tiny[3, 1, 1] = True
+    assert np.array_equal(_closing(tiny, spacing, 4.0), _ref_closing(tiny, spacing, 4.0))
+    full = np.ones((4, 6, 6), bool)  # the grown mask fills the array
+    assert np.array_equal(_closing(full, spacing, 4.0), _ref_closing(full, spacing, 4.0))
+
+
+def test_not_enclosed_equals_filled_minus_the_3d_filling() -> None:
+    rng = np.random.default_rng(11)
+    seen_open = 0
+    for level in (-0.3, 0.0, 0.4, 0.9):
+        for shape in ((9, 30, 33), (4, 12, 40)):
+            mask = _blobs(rng, shape, level)
+            for filled in (fill_holes(fill_holes(mask, in_plane=True)), fill_holes(mask)):
+                expected = filled & ~fill_holes(mask)
+                assert np.array_equal(not_enclosed(mask, filled), expected), (level, shape)
+                seen_open += int(expected.any())
+    assert seen_open
+    block = np.zeros((8, 12, 12), bool)  # a cavity (enclosed) and a pocket open above
+    block[1:7, 1:11, 1:11] = True
+    block[2:4, 3:5, 3:5] = False
+    block[3:7, 7:9, 7:9] = False
+    filled = fill_holes(fill_holes(block, in_plane=True))
+    pocket = np.zeros_like(block)
+    pocket[3:7, 7:9, 7:9] = True
+    assert np.array_equal(not_enclosed(block, filled), pocket)
+    tube = np.zeros((5, 7, 7), bool)
+    tube[:, 1:6, 1:6] = True
+    tube[1:, 3, 3] = False  # open on the last slice only: a hole of each slice, not in 3D
+    filled = fill_holes(fill_holes(tube, in_plane=True))
+    assert np.array_equal(not_enclosed(tube, filled), filled & ~tube)
+    assert not not_enclosed(tube, tube).any()
 
 
 # --- the whole post-processing against the reference ---

@@ -47,6 +47,7 @@ from scipy import ndimage
 from livermets.boxes import grow_box
 from livermets.errors import InputError
 from livermets.labels import smallest_label_dtype
+from livermets.morphology import within_distance
 from livermets.types import Spacing
 
 
@@ -138,8 +139,9 @@ def measure_candidate(labels: npt.NDArray[np.integer], label: int, box: tuple[sl
         inside.sum())
 
     median = float(np.median(values[inside]))
-    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
-    shell = (distance > 0) & (distance <= checks.shell_mm) & in_liver & (local == 0)
+    # The shell: within shell_mm of the candidate (its distance map <= shell_mm), not in it.
+    shell = (~inside & within_distance(inside, spacing, checks.shell_mm) & in_liver
+             & (local == 0))
     contrast = float(np.median(values[shell])) - median if shell.any() else None
     peak = None if probability is None else float(probability[grown][inside].max())
     return CandidateMeasures(outside_fraction, fat_fraction, contrast, median, peak)

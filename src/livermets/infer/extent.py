@@ -29,6 +29,7 @@ from livermets.boxes import grow_box
 from livermets.errors import InputError
 from livermets.infer.candidates import CandidateChecks, CheckedCandidates, measure_candidate
 from livermets.labels import smallest_label_dtype
+from livermets.morphology import within_distance
 from livermets.types import Spacing
 
 #: `predict`'s default reach (mm): on the held-out real CTs it found more lesions and outlined
@@ -126,10 +127,11 @@ def recover_extent(labels: npt.NDArray[np.integer], hu: npt.NDArray[np.generic],
     map of the same dtype."""
     out = labels.copy()
     for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        for _ in range(settings.rounds):
+        for round_ in range(1, settings.rounds + 1):
             if box is None or not _grow(out, label, box, hu, allowed, spacing, settings):
                 break
-            box = ndimage.find_objects((out == label).astype(np.uint8))[0]
+            if round_ < settings.rounds:  # the grown lesion's box, for the next round only
+                box = ndimage.find_objects((out == label).astype(np.uint8))[0]
     return out
 
 
@@ -144,9 +146,10 @@ def _grow(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
     values = hu[window].astype(np.float32)
     if settings.smoothing_mm > 0:
         values = ndimage.gaussian_filter(values, [settings.smoothing_mm / s for s in spacing])
-    distance = ndimage.distance_transform_edt(~inside, sampling=spacing)
+    # Within the reach of the lesion: its distance map (mm) <= reach_mm, voxel for voxel.
+    near = within_distance(inside, spacing, settings.reach_mm)
     free = allowed[window] & (local == 0)
-    ring = free & (distance > settings.reach_mm)
+    ring = free & ~near
     if not ring.any():
         return False
     lesion_hu = float(np.median(values[inside]))
@@ -154,12 +157,15 @@ def _grow(labels: npt.NDArray[np.integer], label: int, box: tuple[slice, ...],
     if liver_hu - lesion_hu < settings.min_contrast_hu:
         return False
     cut = lesion_hu + settings.cut_fraction * (liver_hu - lesion_hu)
-    region = (free & (distance <= settings.reach_mm) & (values < cut)
-              & (values > settings.soft_tissue_above_hu))
+    region = free & near & (values < cut) & (values > settings.soft_tissue_above_hu)
     grow = grown_in_plane if settings.in_plane else grown_from
     added = grow(inside, region | inside) & ~inside
     local[added] = label
-    return bool(added.any()) and float(distance[added].max()) > settings.reach_mm - max(spacing)
+    if not added.any():
+        return False
+    # Reached: an added voxel lies farther than reach_mm - max(spacing) from the lesion.
+    return bool((added & ~within_distance(inside, spacing,
+                                          settings.reach_mm - max(spacing))).any())
 
 
 def second_chance(checked: CheckedCandidates, hu: npt.NDArray[np.generic],

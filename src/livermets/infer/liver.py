@@ -26,8 +26,9 @@ from scipy import ndimage
 from livermets.boxes import bounding_box
 from livermets.errors import InputError
 from livermets.infer.slices import iter_slice_probabilities
-from livermets.labels import connected_components, fill_holes, label_medians
+from livermets.labels import connected_components, fill_holes, label_medians, not_enclosed
 from livermets.models.saved import SavedModel
+from livermets.morphology import within_distance
 from livermets.preprocess import LIVER_WINDOW_HU, window
 from livermets.types import Spacing
 
@@ -120,11 +121,14 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     assert found is not None  # sure_inside is not empty
     box = _notch_box(found, spacing, liver.shape)
     size = [1] + [max(1, round(LOCAL_MEAN_MM / s)) for s in spacing[1:]]
-    weight = inside[box].astype(np.float32)  # the mean over liver voxels only: no fat mixed in
+    in_box = inside[box]
+    weight = in_box.astype(np.float32)  # the mean over liver voxels only: no fat mixed in
     total = ndimage.uniform_filter(np.asarray(hu[box], dtype=np.float32) * weight, size=size)
-    local = total / np.maximum(ndimage.uniform_filter(weight, size=size), 1e-6)
-    kept = inside[box] & (local >= level - DARK_BELOW_LIVER_HU)
-    del total, local, weight
+    share = ndimage.uniform_filter(weight, size=size)
+    del weight
+    kept = np.zeros_like(in_box)  # the local mean is needed at the liver's voxels only
+    kept[in_box] = total[in_box] / np.maximum(share[in_box], 1e-6) >= level - DARK_BELOW_LIVER_HU
+    del total, share
     if not kept.any():
         return liver
     core = largest_filled_component(kept, fill=False) > 0
@@ -137,16 +141,19 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
 def _closing(mask: npt.NDArray[np.bool_], spacing: Spacing, radius_mm: float
              ) -> npt.NDArray[np.bool_]:
     """Morphological closing of `mask` (z, y, x) by a ball of `radius_mm`, from two distance
-    maps in mm, computed on a grid of about 2 mm voxels (every k-th voxel of a finer grid) and
-    brought back by nearest neighbour: notches of 15 mm need no finer grid, and the edge may
-    move by up to k - 1 fine voxels (under 2 mm)."""
+    maps in mm (as dilations by the ball they define: `livermets.morphology`), computed on a
+    grid of about 2 mm voxels (every k-th voxel of a finer grid) and brought back by nearest
+    neighbour: notches of 15 mm need no finer grid, and the edge may move by up to k - 1 fine
+    voxels (under 2 mm)."""
     step = [max(1, int(2.0 // s)) for s in spacing]
     coarse = mask[::step[0], ::step[1], ::step[2]]
     sampling = [s * k for s, k in zip(spacing, step, strict=True)]
-    grown = ndimage.distance_transform_edt(~coarse, sampling=sampling) <= radius_mm
-    closed = ndimage.distance_transform_edt(grown, sampling=sampling) > radius_mm
-    index = np.ix_(*(np.arange(n) // k for n, k in zip(mask.shape, step, strict=True)))
-    return np.asarray(closed[index] | mask)
+    grown = within_distance(coarse, sampling, radius_mm)
+    closed = ~within_distance(~grown, sampling, radius_mm)  # farther than it from outside
+    for axis, k in enumerate(step):  # back by nearest neighbour: fine voxel i is coarse i // k
+        if k > 1:
+            closed = np.repeat(closed, k, axis=axis)
+    return np.asarray(closed[tuple(slice(0, n) for n in mask.shape)] | mask)
 
 
 def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True,
@@ -187,7 +194,7 @@ def fill_liver_holes(liver: npt.NDArray[np.bool_], hu: npt.NDArray[np.generic] |
     filled = fill_holes(fill_holes(liver, in_plane=True))
     if hu is None:
         return filled
-    added = filled & ~fill_holes(liver)  # added by the slice filling alone, open in 3D
+    added = not_enclosed(liver, filled)  # added by the slice filling alone, open in 3D
     box = _bounding_box(added)
     if box is None:
         return filled

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from scipy import ndimage
 
 from livermets.boxes import grown_box
 from livermets.errors import InputError
@@ -57,10 +56,11 @@ from livermets.infer.threshold import ThresholdResult, choose_threshold
 from livermets.io.image import check_ct
 from livermets.io.manifest import check_mask_values
 from livermets.io.volume import Volume
-from livermets.labels import instance_labels
+from livermets.labels import instance_labels, label_maxima, smallest_label_dtype
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models.precision import PRECISIONS, resolve_precision
 from livermets.models.saved import SavedModel, load_model
+from livermets.morphology import within_distance
 from livermets.preprocess import (
     AIR_HU,
     LiverStatistics,
@@ -395,19 +395,33 @@ def confident_or_large(labels: npt.NDArray[np.unsignedinteger],
                        probability: npt.NDArray[np.floating], spacing: Spacing,
                        min_volume_mm3: float, min_peak: float
                        ) -> npt.NDArray[np.unsignedinteger]:
-    """The components of `labels` (1..K, z, y, x) of at least `min_volume_mm3`, or smaller
-    but reaching `min_peak` in `probability` somewhere (a confident core of a small lesion,
-    which the extent step may grow); renumbered 1..K' by decreasing volume."""
-    count = int(labels.max())
+    """The components of `labels` of at least `min_volume_mm3`, or smaller but reaching
+    `min_peak` in `probability` somewhere (a confident core of a small lesion, which the
+    extent step may grow); renumbered 1..K' by decreasing volume.
+
+    `labels`: (z, y, x) connected components numbered 1..K by decreasing volume, as
+    `instance_labels` gives them; the kept ones keep that order, so renumbering them in turn
+    is what `instance_labels` would do (in the smallest dtype that holds K').
+    """
+    inside = labels != 0  # the labelled voxels only are read and written after this
+    keys = labels[inside]
+    count = int(keys.max(initial=0))
     if count == 0:
         return labels
     index = np.arange(1, count + 1)
-    volumes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * float(np.prod(spacing))
-    peaks = np.asarray(ndimage.maximum(probability, labels, index))
+    voxels = np.bincount(keys, minlength=count + 1)[1:]
+    volumes = voxels * float(np.prod(spacing))
+    peaks = label_maxima(probability[inside], keys, count)
     kept = index[(volumes >= min_volume_mm3) | (peaks >= min_peak)]
-    lookup = np.zeros(count + 1, dtype=np.int64)
+    if np.any(np.diff(voxels[kept - 1]) > 0):  # not by decreasing volume: sort them
+        numbers = np.zeros(count + 1, dtype=np.int64)
+        numbers[kept] = np.arange(1, len(kept) + 1)
+        return instance_labels(numbers[labels], spacing)
+    lookup = np.zeros(count + 1, dtype=smallest_label_dtype(len(kept)))
     lookup[kept] = np.arange(1, len(kept) + 1)
-    return instance_labels(lookup[labels], spacing)
+    out = np.zeros_like(lookup, shape=labels.shape)
+    out[inside] = lookup[keys]
+    return out
 
 
 def _placed(box_labels: npt.NDArray[np.unsignedinteger], box: tuple[slice, slice, slice],
@@ -453,9 +467,9 @@ def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
               spacing: tuple[float, float, float], radius_mm: float) -> npt.NDArray[np.bool_]:
     """The `candidates` voxels whose centre lies within `radius_mm` (Euclidean) of `mask`.
 
-    The distance transform runs on the candidates' bounding box grown by the radius (any
+    The distance is measured on the candidates' bounding box grown by the radius (any
     mask voxel within the radius of a candidate lies inside it), so its cost follows the
-    candidates, not the volume.
+    candidates, not the volume (`morphology.within_distance`: the thresholded distance map).
     """
     out = np.zeros(mask.shape, dtype=bool)
     if radius_mm <= 0 or not candidates.any() or not mask.any():
@@ -463,8 +477,7 @@ def near_mask(mask: npt.NDArray[np.bool_], candidates: npt.NDArray[np.bool_],
     box = grown_box(candidates, spacing, radius_mm)
     if not mask[box].any():  # the transform of an input without zeros is meaningless
         return out
-    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing)
-    out[box] = candidates[box] & (distance <= radius_mm)
+    out[box] = candidates[box] & within_distance(mask[box], spacing, radius_mm)
     return out
 
 

@@ -21,6 +21,7 @@ BINARY frames are masks; FRACTIONAL frames are thresholded at 50% of MaximumFrac
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -392,7 +393,7 @@ def _segmentation(
 ) -> Any:
     import highdicom as hd
 
-    return hd.seg.Segmentation(
+    return _segmentation_class()(
         source_images=images,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -411,6 +412,47 @@ def _segmentation(
         omit_empty_frames=bool(pixels.any()),  # highdicom keeps all frames when all are empty
         specific_character_set="ISO_IR 192",  # UTF-8: holds any text pydicom decoded
     )
+
+
+@functools.cache
+def _segmentation_class() -> Any:
+    """`highdicom.seg.Segmentation` whose pixel check takes a shortcut for our masks.
+
+    For a (z, y, x, segments) uint8 stack of 0/1 masks highdicom's check sums the stack over
+    its segments into a uint64 volume (0.3-0.8 s for a 119 x 512 x 512 CT, two segments) to
+    see whether segments overlap; here the segments are compared one by one (each is
+    contiguous: `_stacked_masks`). Same answer (`segments_overlap`), same array returned;
+    anything else goes to highdicom's own check.
+    """
+    import highdicom as hd
+
+    class Segmentation(hd.seg.Segmentation):
+        @classmethod
+        def _check_and_cast_pixel_array(cls, pixel_array: Any, segment_numbers: Any,
+                                        segmentation_type: Any, dtype: type) -> Any:
+            if (type(pixel_array) is not np.ndarray or pixel_array.ndim != 4
+                    or pixel_array.dtype != np.uint8
+                    or pixel_array.shape[-1] != len(segment_numbers)
+                    or segmentation_type != hd.seg.SegmentationTypeValues.BINARY
+                    or pixel_array.max() > 1):
+                return super()._check_and_cast_pixel_array(pixel_array, segment_numbers,
+                                                           segmentation_type, dtype)
+            values = hd.seg.SegmentsOverlapValues
+            return pixel_array, values.YES if _any_overlap(pixel_array) else values.NO
+
+    return Segmentation
+
+
+def _any_overlap(stack: npt.NDArray[np.uint8]) -> bool:
+    """Whether two segments of a 0/1 (z, y, x, segments) stack share a voxel (what
+    `stack.sum(axis=-1).max() > 1` says)."""
+    seen = stack[..., 0]  # the union of the segments before k (0/1, any dtype of those)
+    for k in range(1, stack.shape[-1]):
+        if np.logical_and(seen, stack[..., k]).any():
+            return True
+        if k + 1 < stack.shape[-1]:
+            seen = np.logical_or(seen, stack[..., k])
+    return False
 
 
 def _stacked_masks(segments: Sequence[SegmentSpec], source: Volume) -> npt.NDArray[np.uint8]:
