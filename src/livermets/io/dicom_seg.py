@@ -422,9 +422,17 @@ def _segmentation_class() -> Any:
     its segments into a uint64 volume (0.3-0.8 s for a 119 x 512 x 512 CT, two segments) to
     see whether segments overlap; here the segments are compared one by one (each is
     contiguous: `_stacked_masks`). Same answer (`segments_overlap`), same array returned;
-    anything else goes to highdicom's own check.
+    anything else goes to highdicom's own check. The shortcut overrides a private method:
+    a highdicom whose method has another signature gets its own class back, unchanged.
     """
+    import inspect
+
     import highdicom as hd
+
+    private = getattr(hd.seg.Segmentation, "_check_and_cast_pixel_array", None)
+    if private is None or list(inspect.signature(private).parameters) != [
+            "pixel_array", "segment_numbers", "segmentation_type", "dtype"]:
+        return hd.seg.Segmentation
 
     class Segmentation(hd.seg.Segmentation):
         @classmethod
