@@ -23,8 +23,9 @@ What it measures (every number in MODEL_CARD.md comes from here):
   covers it and the network's peak probability there.
 
 `--lesion-model W/lesion/model.pt` (or `--liver-model W/liver/model.pt`) validates a model
-trained but not installed (a recipe variant) on the same data. With `--write-card` it writes `src/livermets/models/starter/card.json`,
-the pictures, and renders `MODEL_CARD.md` at the repository root.
+trained but not installed (a recipe variant) on the same data. With `--write-card` it writes
+`src/livermets/models/starter/card.json`, the pictures, and renders `MODEL_CARD.md` at the
+repository root.
 """
 
 from __future__ import annotations

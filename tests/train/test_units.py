@@ -261,8 +261,9 @@ def test_lesion_slices_cropped_to_the_liver_box(tmp_path: Path) -> None:
 
 
 def _field_case(tmp_path: Path, pixel_mm: float) -> ManifestRow:
-    """A CT of 8 mm slices whose liver (40 x 40 x 32 mm = 51 mL, at the slice's left edge) holds an 8 x 8 mm
-    lesion 30 HU darker, drawn on pixels of `pixel_mm` (1 or 0.5 mm; 80 mm across)."""
+    """A CT of 8 mm slices whose liver (40 x 40 x 32 mm = 51 mL, at the slice's left edge)
+    holds an 8 x 8 mm lesion 30 HU darker, drawn on pixels of `pixel_mm` (1 or 0.5 mm; 80 mm
+    across)."""
     n = round(80 / pixel_mm)
     mm = lambda a, b: slice(round(a / pixel_mm), round(b / pixel_mm))  # noqa: E731
     rng = np.random.default_rng(0)
