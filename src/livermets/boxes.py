@@ -13,6 +13,9 @@ import numpy.typing as npt
 from livermets.errors import InputError
 from livermets.types import Spacing
 
+#: The refusal for an empty liver mask wherever a box round the liver is needed.
+EMPTY_LIVER = "the liver mask is empty; check the liver mask or the liver model"
+
 
 def grow_box(box: tuple[slice, ...], spacing: Spacing, radius_mm: float,
              shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
@@ -32,7 +35,7 @@ def grown_box(mask: npt.NDArray[np.generic], spacing: Spacing,
     """
     box = bounding_box(mask)
     if box is None:
-        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+        raise InputError(EMPTY_LIVER)
     return grow_box(box, spacing, radius_mm, np.shape(mask))
 
 

@@ -35,7 +35,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from livermets.boxes import bounding_box, grown_box
+from livermets.boxes import EMPTY_LIVER, bounding_box, grown_box
 from livermets.errors import InputError
 from livermets.types import Spacing
 
@@ -188,7 +188,7 @@ def liver_z_range(liver_mask: npt.NDArray[Any], spacing: Spacing, *,
     """
     slices = np.flatnonzero(np.any(liver_mask > 0, axis=(1, 2)))
     if slices.size == 0:
-        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+        raise InputError(EMPTY_LIVER)
     margin = math.ceil(margin_mm / spacing[0]) if margin_mm > 0 else 0
     return max(0, int(slices[0]) - margin), min(liver_mask.shape[0], int(slices[-1]) + 1 + margin)
 
@@ -229,7 +229,7 @@ def liver_field_box(liver_mask: npt.NDArray[Any], spacing: Spacing,
         raise InputError(f"the lesion field must be at least 1 mm, got {field_mm}")
     box = bounding_box(np.any(np.asarray(liver_mask) > 0, axis=0))
     if box is None:
-        raise InputError("the liver mask is empty; check the liver mask or the liver model")
+        raise InputError(EMPTY_LIVER)
     pixel_mm = spacing[1:]
     side_mm = max(field_mm, *((b.stop - b.start) * s + 2 * FIELD_MARGIN_MM
                               for b, s in zip(box, pixel_mm, strict=True)))
@@ -249,11 +249,11 @@ def take_plane(volume: npt.NDArray[Any], rows: slice, columns: slice,
     past the slice: pixels outside it are `fill` (e.g. `AIR_HU`, or 0 for masks). A view of
     `volume` when the box lies inside the slice, else a new array of its dtype."""
     depth, height, width = np.shape(volume)
-    if rows.start >= 0 and rows.stop <= height and columns.start >= 0 and columns.stop <= width:
+    inside, within = plane_overlap(rows, columns, (height, width))
+    if inside == (rows, columns):
         return volume[:, rows, columns]
     out = np.full((depth, rows.stop - rows.start, columns.stop - columns.start), fill,
                   dtype=np.asarray(volume).dtype)
-    inside, within = plane_overlap(rows, columns, (height, width))
     out[(slice(None), *within)] = volume[(slice(None), *inside)]
     return out
 

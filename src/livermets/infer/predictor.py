@@ -267,7 +267,7 @@ class Predictor:
 
         box = (slice(start, stop), rows, columns)
         inside, within = plane_overlap(rows, columns, hu.shape[1:])
-        if (inside[0], inside[1]) == (rows, columns):
+        if inside == (rows, columns):
             lesion_pass(box, out=probability[box])
         else:  # a field that reaches past the slice: keep the part on the CT
             probability[(box[0], *inside)] = lesion_pass(box)[(slice(None), *within)]
