@@ -149,6 +149,20 @@ def test_fill_holes_equals_binary_fill_holes() -> None:
     assert fill_holes(open_tube, in_plane=True)[:, 3, 3].all()
 
 
+def test_slice_filling_leaves_no_3d_hole() -> None:
+    """Why `fill_liver_holes` fills in 3D no more: scipy's 3D filling of a slice-filled mask
+    changes nothing, also for a hollow ball whose cavity no single slice closes off."""
+    rng = np.random.default_rng(4)
+    masks = [_blobs(rng, (9, 30, 33), level) for level in (-0.8, -0.5, 0.0, 0.8)]
+    z, y, x = np.ogrid[:15, :15, :15]
+    radius = np.sqrt((z - 7) ** 2 + (y - 7) ** 2 + (x - 7) ** 2)
+    masks.append((radius <= 6) & (radius > 3))  # a 3D hole, also a hole of its middle slices
+    for mask in masks:
+        sliced = fill_holes(mask, in_plane=True)
+        assert np.array_equal(ndimage.binary_fill_holes(sliced), sliced)
+    assert fill_holes(masks[-1], in_plane=True)[7, 7, 7]
+
+
 #: Voxel sizes (z, y, x mm) of the real CTs' 2 mm grids and others: 5 mm slices put offsets
 #: exactly on a 15 mm sphere; (0.1, 0.1, 0.1) with 0.3 mm rounds an offset onto it.
 _SAMPLINGS = [(1.600000023841856, 1.485999941825866, 1.485999941825866), (5.0, 1.59375, 1.59375),
