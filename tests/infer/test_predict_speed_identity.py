@@ -4,20 +4,18 @@ Each speed-up is checked against what it replaces, on real arrays: the fused con
 ReLU against the two-step forward pass (the shipped starter models on IRCADb 1.17 slices, bf16
 and fp32), the lesion boxes searched in a box against `ndimage.find_objects` on the whole map,
 the projection bounding box against `find_objects`, the SEG's binary check against `np.isin`,
-the SEG written from segment-major masks against the same masks stacked pixel by pixel, and
-(issue 23, second pass) the small confident cores' selection against `ndimage.maximum` and a
-renumbering by `instance_labels`, the renumbering by volume against its int64 whole-map form,
+and (issue 23, second pass) the small confident cores' selection against `ndimage.maximum` and
+a renumbering by `instance_labels`, the renumbering by volume against its int64 whole-map form,
 the candidates' shell and the liver's margin against thresholded distance maps, and the SEG's
-overlap check against highdicom's own.
+overlap check against highdicom's sum over segments. (The SEG itself, written with pydicom, is
+compared with highdicom's in tests/io/test_seg_dataset.py.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import pytest
 import torch
 from scipy import ndimage
@@ -28,9 +26,8 @@ from livermets.infer import extent
 from livermets.infer.candidates import CandidateChecks, CandidateMeasures, measure_candidate
 from livermets.infer.predictor import confident_or_large, near_mask
 from livermets.infer.slices import slice_probabilities
-from livermets.io import dicom_seg
+from livermets.io import dicom_seg, seg_dataset
 from livermets.io.image import read_image
-from livermets.io.volume import Volume
 from livermets.labels import instance_labels, label_maxima, relabel_by_volume
 from livermets.measure import lesion_boxes, measure_lesions
 from livermets.models import create_model
@@ -120,40 +117,6 @@ def test_bounding_box_equals_find_objects() -> None:
 ])
 def test_binary_check_agrees_with_isin(values: np.ndarray) -> None:
     assert dicom_seg._is_binary(values) == bool(np.isin(values, (0, 1)).all())
-
-
-def test_seg_from_segment_major_masks_equals_pixel_major(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SEG written from the segment-major stack has the same frames and attributes as one
-    written from a (z, y, x, segments) C-ordered stack (the layout before issue 23)."""
-    ct = read_image(shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM"))
-    liver = np.zeros(ct.shape, dtype=np.uint8)
-    liver[30:80, 150:300, 120:330] = 1
-    lesions = np.zeros(ct.shape, dtype=bool)
-    lesions[50:60, 200:230, 200:240] = True
-    segments = [dicom_seg.liver_segment(liver), dicom_seg.metastases_segment(lesions)]
-    fast = dicom_seg.write_dicom_seg(tmp_path / "fast.dcm", segments, ct)
-    stacked = dicom_seg._stacked_masks
-
-    def pixel_major(specs: Any, source: Volume) -> np.ndarray:
-        return np.ascontiguousarray(stacked(specs, source))
-
-    monkeypatch.setattr(dicom_seg, "_stacked_masks", pixel_major)
-    plain = dicom_seg.write_dicom_seg(tmp_path / "plain.dcm", segments, ct)
-    assert _seg_content(fast) == _seg_content(plain)
-
-
-#: Attributes that differ between any two writes (fresh UIDs, the time of writing).
-_FRESH = {"SOPInstanceUID", "SeriesInstanceUID", "MediaStorageSOPInstanceUID", "ContentDate",
-          "ContentTime", "SeriesDate", "SeriesTime", "InstanceCreationDate",
-          "InstanceCreationTime", "ContributionDateTime", "DimensionOrganizationUID"}
-
-
-def _seg_content(path: Path) -> list[tuple[Any, Any]]:
-    """Every data element of a SEG (nested ones included) but the fresh UIDs and times."""
-    dataset = pydicom.dcmread(path)
-    return [(e.tag, bytes(e.value) if e.keyword == "PixelData" else e.value)
-            for e in dataset.iterall() if e.keyword not in _FRESH and e.VR != "SQ"]
 
 
 def _ref_confident_or_large(labels: np.ndarray, probability: np.ndarray,
@@ -349,43 +312,26 @@ def test_near_mask_equals_reference(radius: float) -> None:
             assert 0 < ours.sum() < candidates.sum()
 
 
+def _overlap(masks: np.ndarray) -> bool:
+    """`seg_dataset.segments_overlap` of masks stacked (segments, z, y, x)."""
+    return seg_dataset.segments_overlap(list(masks), masks.any(axis=(2, 3)))
+
+
 @pytest.mark.parametrize("segments", [1, 2, 3])
-def test_any_overlap_equals_the_sum_over_segments(segments: int) -> None:
+def test_segments_overlap_equals_the_sum_over_segments(segments: int) -> None:
+    """The SEG's overlap check (slices where both segments have foreground) against
+    highdicom's: the stack summed over its segments."""
     rng = np.random.default_rng(segments)
     for density in (0.0, 0.001, 0.3):
-        stack = np.moveaxis((rng.random((segments, 5, 6, 7)) < density).astype(np.uint8), 0, -1)
-        assert dicom_seg._any_overlap(stack) == bool(stack.sum(axis=-1).max() > 1)
-    stack = np.zeros((2, 3, 4, segments), dtype=np.uint8)
-    stack[1, 2, 3, :] = 1  # one shared voxel
-    assert dicom_seg._any_overlap(stack) == (segments > 1)
-
-
-@pytest.mark.parametrize("overlap", [True, False], ids=["overlapping", "apart"])
-def test_seg_with_the_overlap_shortcut_equals_highdicom(tmp_path: Path, overlap: bool,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SEG written with the shortcut has highdicom's frames and attributes (incl.
-    SegmentsOverlap), and a mask highdicom refuses is still refused."""
-    import highdicom as hd
-
-    ct = read_image(shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM"))
-    liver = np.zeros(ct.shape, dtype=np.uint8)
-    liver[30:80, 150:300, 120:330] = 1
-    lesions = np.zeros(ct.shape, dtype=np.uint8)
-    lesions[50:60, 200:230, 200:240] = 1
-    if not overlap:
-        liver[lesions > 0] = 0
-    segments = [dicom_seg.liver_segment(liver), dicom_seg.metastases_segment(lesions)]
-    fast = dicom_seg.write_dicom_seg(tmp_path / "fast.dcm", segments, ct)
-    assert pydicom.dcmread(fast).SegmentsOverlap == ("YES" if overlap else "NO")
-    monkeypatch.setattr(dicom_seg, "_segmentation_class", lambda: hd.seg.Segmentation)
-    plain = dicom_seg.write_dicom_seg(tmp_path / "plain.dcm", segments, ct)
-    assert _seg_content(fast) == _seg_content(plain)
-    monkeypatch.undo()
-    stack = np.zeros((2, 3, 4, 2), dtype=np.uint8)
-    stack[0, 0, 0, 0] = 2
-    with pytest.raises(ValueError, match="must be binary"):
-        dicom_seg._segmentation_class()._check_and_cast_pixel_array(
-            stack, np.array([1, 2]), hd.seg.SegmentationTypeValues.BINARY, np.uint8)
+        masks = (rng.random((segments, 5, 6, 7)) < density).astype(np.uint8)
+        assert _overlap(masks) == bool(masks.sum(axis=0).max() > 1)
+    masks = np.zeros((segments, 2, 3, 4), dtype=np.uint8)
+    masks[:, 1, 2, 3] = 1  # one shared voxel
+    assert _overlap(masks) == (segments > 1)
+    for k in range(1, segments):  # the same slice, another voxel for each segment
+        masks[k, 1, 2, 3] = 0
+        masks[k, 1, 0, k] = 1
+    assert not _overlap(masks)
 
 
 def _ref_grow(labels: np.ndarray, label: int, box: tuple[slice, ...], hu: np.ndarray,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from livermets.errors import InputError
 from livermets.io import read_geometry, read_image
 from livermets.io.dicom import (
     NO_SERIES_UID,
+    geometry_as_read,
     list_dicom_series,
     read_dicom_geometry,
     read_dicom_series,
     referenced_sop_instance_uids,
+    source_slices,
 )
 from livermets.io.volume import IDENTITY_DIRECTION, Volume
 from tests.conftest import shared_path
@@ -97,6 +100,37 @@ def test_ircadb_header_geometry_and_metadata(ircadb: Volume, ircadb_folder: Path
     assert referenced_sop_instance_uids(ircadb) == expected_uids
     assert json.loads(ircadb.metadata["sop_instance_uids"]) == expected_uids
     assert "resampled_z" not in ircadb.metadata
+
+
+def test_source_slices_record_the_files_as_read(ircadb: Volume, ircadb_folder: Path) -> None:
+    """What a SEG writer needs of each slice, in z order, as the files say it; the grid."""
+    headers = _headers_by_z(ircadb_folder)
+    slices = source_slices(ircadb)
+    assert [s.path for s in slices] == [path for path, _ in headers]
+    for s, (path, ds) in zip(slices, headers, strict=True):
+        assert (s.size, s.mtime_ns) == (path.stat().st_size, path.stat().st_mtime_ns)
+        assert s.sop_class_uid == ds.SOPClassUID and s.sop_instance_uid == ds.SOPInstanceUID
+        assert s.frame_of_reference_uid == ""  # IRCADb has none
+        assert list(s.position) == [v.original_string for v in ds.ImagePositionPatient]
+        assert not s.changed()
+    assert geometry_as_read(ircadb) == ircadb.geometry
+
+
+def test_source_slices_see_rewritten_files(tmp_path: Path) -> None:
+    folder = tmp_path / "ct"
+    shutil.copytree(shared_path("fixtures", "dcmqi", "ct-3slice"), folder)
+    volume = read_image(folder)
+    first, second, third = source_slices(volume)
+    assert first.frame_of_reference_uid  # this CT has one
+    stamp = second.path.stat()
+    second.path.write_bytes(second.path.read_bytes())  # same bytes, written again
+    assert second.changed()
+    os.utime(second.path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # its old time back
+    assert not second.changed()
+    third.path.unlink()
+    assert third.changed() and not first.changed()
+    with pytest.raises(InputError, match="no 'dicom_slices' metadata"):
+        source_slices(Volume(volume.array, volume.geometry, {"format": "dicom"}))
 
 
 def test_crlm_1004_sorted_by_position_not_file_name() -> None:

@@ -32,10 +32,16 @@ Tolerances (a series outside them is refused with an `InputError` naming the pro
 
 Metadata of the returned volume: `format` ("dicom"), `source` (the folder), `modality`,
 `study_instance_uid`, `series_instance_uid`, `series_description`, `patient_id` and
-`patient_name` (when present), `resampled_z` (only when resampled) and `sop_instance_uids`: a
-JSON list of the SOPInstanceUIDs of the sorted source slices (index k is slice k unless
-`resampled_z`), needed to write a DICOM Segmentation that references the CT;
-`referenced_sop_instance_uids` parses it.
+`patient_name` (when present), `resampled_z` (only when resampled) and, for writing a DICOM
+Segmentation that references the CT without reading the headers again:
+
+- `sop_instance_uids`: a JSON list of the SOPInstanceUIDs of the sorted source slices (index k
+  is slice k unless `resampled_z`); `referenced_sop_instance_uids` parses it;
+- `dicom_slices`: per sorted source slice, its file as the series scan read it (path, size in
+  bytes and modification time in ns, taken just before its header was read), SOPClassUID,
+  SOPInstanceUID, FrameOfReferenceUID and ImagePositionPatient as written in the file (JSON);
+  `source_slices` parses it and `SourceSlice.changed` tells whether a file changed since;
+- `dicom_geometry`: the grid the headers gave (`Geometry.to_json`); `geometry_as_read` parses it.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ UNIFORM_TOLERANCE = 0.01
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
 _HEADER_TAGS = [
     "SOPClassUID",
+    "FrameOfReferenceUID",
     "SOPInstanceUID",
     "Modality",
     "StudyInstanceUID",
@@ -97,6 +104,8 @@ class SliceHeader:
     `position`: ImagePositionPatient, LPS mm (x, y, z) of the centre of the first pixel;
     `orientation`: ImageOrientationPatient (row cosine, then column cosine);
     `pixel_spacing`: (row spacing = y, column spacing = x) mm, None when the header lacks it.
+    `position_text`: ImagePositionPatient as written in the file (DS strings); `file_stamp`:
+    the file's (size in bytes, modification time in ns) just before its header was read.
     """
 
     path: Path
@@ -106,6 +115,32 @@ class SliceHeader:
     rows: int
     columns: int
     pixel_spacing: tuple[float, float] | None
+    sop_class_uid: str
+    frame_of_reference_uid: str
+    position_text: tuple[str, str, str]
+    file_stamp: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SourceSlice:
+    """One source slice of a volume read from DICOM, as the series scan read its file.
+
+    `size` (bytes) and `mtime_ns`: the file's when its header was read; `position`:
+    ImagePositionPatient (x, y, z) as written in the file (DS strings, LPS mm).
+    """
+
+    path: Path
+    size: int
+    mtime_ns: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame_of_reference_uid: str
+    position: tuple[str, str, str]
+
+    def changed(self) -> bool:
+        """Whether the file is gone, or its size or modification time differs from when it
+        was read (then it was rewritten or replaced)."""
+        return _file_stamp(self.path) != (self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -176,17 +211,18 @@ def list_dicom_series(folder: PathLike) -> list[SeriesInfo]:
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder; give the folder that holds the DICOM series")
-    groups: dict[str, list[tuple[Path, Any]]] = {}
+    groups: dict[str, list[tuple[Path, tuple[int, int], Any]]] = {}
     skipped: Counter[str] = Counter()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        dataset = _read_header(path)
-        if dataset is None:
+        stamp = _file_stamp(path)  # before reading: a change during the read shows later
+        dataset = _read_header(path) if stamp is not None else None
+        if stamp is None or dataset is None:
             skipped["not DICOM"] += 1
         elif _is_dicomdir(path, dataset):
             skipped["DICOMDIR"] += 1
         else:
             uid = str(dataset.get("SeriesInstanceUID", "") or "")
-            groups.setdefault(uid, []).append((path, dataset))
+            groups.setdefault(uid, []).append((path, stamp, dataset))
     if skipped:
         logger.debug("%s: skipped %s", root, ", ".join(f"{n} {k}" for k, n in skipped.items()))
     series = [_series_info(uid, members) for uid, members in groups.items()]
@@ -284,7 +320,60 @@ def referenced_sop_instance_uids(volume: Volume) -> list[str]:
     return [str(uid) for uid in json.loads(raw)]
 
 
+def source_slices(volume: Volume) -> list[SourceSlice]:
+    """The source slices of a volume read from DICOM, in its z order, as they were read.
+
+    Raises `InputError` when the volume does not carry them (not read by `read_dicom_series`).
+    """
+    raw = volume.metadata.get("dicom_slices")
+    if raw is None:
+        raise InputError(
+            "the CT does not record the DICOM files it was read from (no 'dicom_slices' "
+            "metadata); read it with read_dicom_series or read_image(folder)"
+        )
+    return [
+        SourceSlice(
+            path=Path(item["path"]),
+            size=int(item["size"]),
+            mtime_ns=int(item["mtime_ns"]),
+            sop_class_uid=str(item["sop_class_uid"]),
+            sop_instance_uid=str(item["sop_instance_uid"]),
+            frame_of_reference_uid=str(item["frame_of_reference_uid"]),
+            position=(str(item["position"][0]), str(item["position"][1]),
+                      str(item["position"][2])),
+        )
+        for item in json.loads(raw)
+    ]
+
+
+def geometry_as_read(volume: Volume) -> Geometry:
+    """The grid the DICOM headers gave when `volume` was read (metadata `dicom_geometry`).
+
+    Raises `InputError` when the volume does not carry it (not read by `read_dicom_series`).
+    """
+    raw = volume.metadata.get("dicom_geometry")
+    if raw is None:
+        raise InputError(
+            "the CT does not record the grid of its DICOM series (no 'dicom_geometry' "
+            "metadata); read it with read_dicom_series or read_image(folder)"
+        )
+    grid = json.loads(raw)
+    return Geometry(
+        tuple(grid["shape"]), tuple(grid["spacing"]), tuple(grid["origin"]),
+        tuple(grid["direction"]),
+    )
+
+
 # --- headers and series ---------------------------------------------------------------------
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size in bytes, modification time in ns) of a file, None when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _read_header(path: Path) -> Any | None:
@@ -304,9 +393,10 @@ def _is_dicomdir(path: Path, dataset: Any) -> bool:
     )
 
 
-def _series_info(uid: str, members: list[tuple[Path, Any]]) -> SeriesInfo:
-    first = members[0][1]
-    slices = tuple(h for h in (_slice_header(p, ds) for p, ds in members) if h is not None)
+def _series_info(uid: str, members: list[tuple[Path, tuple[int, int], Any]]) -> SeriesInfo:
+    first = members[0][2]
+    headers = (_slice_header(p, stamp, ds) for p, stamp, ds in members)
+    slices = tuple(h for h in headers if h is not None)
     non_image = len(members) - len(slices)
     if slices and non_image:
         logger.debug("series %s: ignored %d non-image file(s)", uid or NO_SERIES_UID, non_image)
@@ -317,10 +407,10 @@ def _series_info(uid: str, members: list[tuple[Path, Any]]) -> SeriesInfo:
         description=str(first.get("SeriesDescription", "") or "").strip(),
         patient_id=str(first.get("PatientID", "") or "").strip(),
         patient_name=str(first.get("PatientName", "") or "").strip(),
-        files=tuple(p for p, _ in members),
+        files=tuple(p for p, _, _ in members),
         slices=slices,
         orientation=_orientation_label(slices),
-        unplaced=tuple(p for p, ds in members if _unplaced_image(ds)),
+        unplaced=tuple(p for p, _, ds in members if _unplaced_image(ds)),
     )
 
 
@@ -332,7 +422,7 @@ def _unplaced_image(ds: Any) -> bool:
     return has_size and not placed
 
 
-def _slice_header(path: Path, ds: Any) -> SliceHeader | None:
+def _slice_header(path: Path, stamp: tuple[int, int], ds: Any) -> SliceHeader | None:
     """The slice of an image file, or None for a non-image object (no position or size)."""
     ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
     rows, columns = ds.get("Rows"), ds.get("Columns")
@@ -356,6 +446,10 @@ def _slice_header(path: Path, ds: Any) -> SliceHeader | None:
         rows=int(rows),
         columns=int(columns),
         pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        position_text=(str(ipp[0]), str(ipp[1]), str(ipp[2])),
+        file_stamp=stamp,
     )
 
 
@@ -620,6 +714,8 @@ def _metadata(root: Path, plan: _Plan) -> dict[str, str]:
         "series_instance_uid": series.series_instance_uid,
         "series_description": series.description,
         "sop_instance_uids": json.dumps([s.sop_instance_uid for s in plan.slices]),
+        "dicom_slices": json.dumps([_slice_record(s) for s in plan.slices]),
+        "dicom_geometry": json.dumps(plan.geometry.to_json()),
     }
     if series.patient_id:
         metadata["patient_id"] = series.patient_id
@@ -628,3 +724,16 @@ def _metadata(root: Path, plan: _Plan) -> dict[str, str]:
     if plan.resample_from is not None:
         metadata["resampled_z"] = "true"
     return metadata
+
+
+def _slice_record(s: SliceHeader) -> dict[str, Any]:
+    """What `source_slices` reads back of one slice (JSON)."""
+    return {
+        "path": str(s.path),
+        "size": s.file_stamp[0],
+        "mtime_ns": s.file_stamp[1],
+        "sop_class_uid": s.sop_class_uid,
+        "sop_instance_uid": s.sop_instance_uid,
+        "frame_of_reference_uid": s.frame_of_reference_uid,
+        "position": list(s.position_text),
+    }

@@ -15,15 +15,15 @@ groups), converted to continuous voxel indices with `Geometry.physical_to_index`
 BINARY frames are masks; FRACTIONAL frames are thresholded at 50% of MaximumFractionalValue
 (value >= max / 2). Several frames of the same segment on the same slice are OR-ed.
 
-`write_dicom_seg` writes BINARY SEGs with highdicom onto the slices of the CT series a
-`Volume` was read from (one frame per slice and non-empty segment; see its docstring).
+`write_dicom_seg` writes BINARY SEGs onto the slices of the CT series a `Volume` was read from
+(one frame per slice and non-empty segment; see its docstring), built with pydicom by
+`livermets.io.seg_dataset` as highdicom's `Segmentation` builds them (highdicom is not imported:
+it cost about 0.6 s a SEG, half of it loading its tables of the standard).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -39,13 +40,20 @@ from pydicom.uid import generate_uid
 from livermets import __version__
 from livermets.errors import InputError
 from livermets.io.atomic import atomic_path
-from livermets.io.dicom import find_dicom_series, referenced_sop_instance_uids, series_geometry
+from livermets.io.dicom import (
+    SourceSlice,
+    find_dicom_series,
+    geometry_as_read,
+    referenced_sop_instance_uids,
+    series_geometry,
+    source_slices,
+)
+from livermets.io.seg_dataset import SEGMENTATION_STORAGE, SegSeries, segmentation_dataset
 from livermets.io.volume import Geometry, Volume
 from livermets.types import PathLike
 
 logger = logging.getLogger(__name__)
 
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 #: A frame may sit this far (in voxels) from the reference's voxel centres.
 INDEX_TOLERANCE = 0.1
 ORIENTATION_TOLERANCE = 1e-3
@@ -331,10 +339,11 @@ def write_dicom_seg(
 ) -> Path:
     """Write `segments` as a BINARY DICOM SEG referencing the CT series `source` was read from.
 
-    `source`: a `Volume` from `read_dicom_series` / `read_image(folder)` whose source folder
-    still holds the series; its headers (no pixel data) are re-read and passed to highdicom
-    in the volume's z order, so mask slice k becomes a frame at slice k's position. Each mask
-    is (z, y, x) = `source.shape`, values 0/1. Segments are numbered 1, 2, ... in the given
+    `source`: a `Volume` from `read_dicom_series` / `read_image(folder)`; the SEG is built from
+    the headers its series scan read (`dicom.source_slices`) and the full header of its first
+    slice, read again, in the volume's z order, so mask slice k becomes a frame at slice k's
+    position (`seg_dataset` says what the SEG holds). Each mask is (z, y, x) =
+    `source.shape`, values 0/1 (any dtype). Segments are numbered 1, 2, ... in the given
     order, algorithm type AUTOMATIC ("livermets", this package's version). Frames are written
     only for slices where a segment has foreground: an all-zero segment stays in
     SegmentSequence without frames (all frames are written, empty, when every segment is
@@ -344,36 +353,31 @@ def write_dicom_seg(
     (the SEG requires it; a WARNING is logged).
 
     Raises `InputError` for no segments, a mask of another shape or with values other than
-    0/1, a source not read from DICOM or resampled along z (or whose grid no longer matches
-    its series), and source files that are missing or changed since the volume was read.
+    0/1, a source not read from DICOM or resampled along z (or whose grid differs from the one
+    its headers gave), source files that are missing or changed since the volume was read
+    (size or modification time differs, or the folder is gone), and slices in several frames
+    of reference.
     """
-    import highdicom as hd  # lazily: it adds about 0.2 s to importing livermets.io
-
     target = Path(path)
     if not segments:
         raise InputError("no segments to write; give at least one mask")
-    pixels = _stacked_masks(segments, source)
-    images = _source_images(source)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=MANUFACTURER, family=ARTIFICIAL_INTELLIGENCE, version=__version__
+    masks = [_checked_mask(spec, source) for spec in segments]
+    slices = _source_slices(source)
+    first = _first_header(slices[0], source)
+    series = SegSeries(
+        series_description=series_description[:64],  # LO: at most 64 characters
+        series_number=series_number,
+        software=MANUFACTURER,
+        version=__version__,
+        algorithm_family=ARTIFICIAL_INTELLIGENCE,
+        content_label=CONTENT_LABEL,
+        content_description=series_description[:64],
     )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=spec.label,
-            segmented_property_category=spec.category,
-            segmented_property_type=spec.property_type,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            anatomic_regions=[spec.anatomic_region] if spec.anatomic_region else None,
-        )
-        for number, spec in enumerate(segments, start=1)
-    ]
-    with warnings.catch_warnings():  # the source's patient name is not ours to fix
-        warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
-        seg = _segmentation(images, pixels, descriptions, series_description, series_number)
+    seg = segmentation_dataset(
+        first, slices, _frame_of_reference(slices, source), segments, masks, series
+    )
     with atomic_path(target) as tmp:
-        seg.save_as(tmp)
+        seg.save_as(tmp, enforce_file_format=True)
     logger.info(
         "wrote DICOM SEG %s: %d segment(s), %d frame(s) on series %s",
         target,
@@ -384,107 +388,21 @@ def write_dicom_seg(
     return target
 
 
-def _segmentation(
-    images: list[Any],
-    pixels: npt.NDArray[np.uint8],
-    descriptions: list[Any],
-    series_description: str,
-    series_number: int,
-) -> Any:
-    import highdicom as hd
-
-    return _segmentation_class()(
-        source_images=images,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=MANUFACTURER,
-        software_versions=__version__,
-        device_serial_number="0",
-        content_label=CONTENT_LABEL,
-        content_description=series_description[:64],  # LO: at most 64 characters
-        series_description=series_description[:64],
-        omit_empty_frames=bool(pixels.any()),  # highdicom keeps all frames when all are empty
-        specific_character_set="ISO_IR 192",  # UTF-8: holds any text pydicom decoded
-    )
-
-
-@functools.cache
-def _segmentation_class() -> Any:
-    """`highdicom.seg.Segmentation` whose pixel check takes a shortcut for our masks.
-
-    For a (z, y, x, segments) uint8 stack of 0/1 masks highdicom's check sums the stack over
-    its segments into a uint64 volume (0.3-0.8 s for a 119 x 512 x 512 CT, two segments) to
-    see whether segments overlap; here the segments are compared one by one (each is
-    contiguous: `_stacked_masks`). Same answer (`segments_overlap`), same array returned;
-    anything else goes to highdicom's own check. The shortcut overrides a private method:
-    a highdicom whose method has another signature gets its own class back, unchanged.
-    """
-    import inspect
-
-    import highdicom as hd
-
-    private = getattr(hd.seg.Segmentation, "_check_and_cast_pixel_array", None)
-    if private is None or list(inspect.signature(private).parameters) != [
-            "pixel_array", "segment_numbers", "segmentation_type", "dtype"]:
-        return hd.seg.Segmentation
-
-    class Segmentation(hd.seg.Segmentation):
-        @classmethod
-        def _check_and_cast_pixel_array(cls, pixel_array: Any, segment_numbers: Any,
-                                        segmentation_type: Any, dtype: type) -> Any:
-            if (type(pixel_array) is not np.ndarray or pixel_array.ndim != 4
-                    or pixel_array.dtype != np.uint8
-                    or pixel_array.shape[-1] != len(segment_numbers)
-                    or segmentation_type != hd.seg.SegmentationTypeValues.BINARY
-                    or pixel_array.max() > 1):
-                return super()._check_and_cast_pixel_array(pixel_array, segment_numbers,
-                                                           segmentation_type, dtype)
-            values = hd.seg.SegmentsOverlapValues
-            return pixel_array, values.YES if _any_overlap(pixel_array) else values.NO
-
-    return Segmentation
-
-
-def _any_overlap(stack: npt.NDArray[np.uint8]) -> bool:
-    """Whether two segments of a 0/1 (z, y, x, segments) stack share a voxel (what
-    `stack.sum(axis=-1).max() > 1` says)."""
-    seen = stack[..., 0]  # the union of the segments before k (0/1, any dtype of those)
-    for k in range(1, stack.shape[-1]):
-        if np.logical_and(seen, stack[..., k]).any():
-            return True
-        if k + 1 < stack.shape[-1]:
-            seen = np.logical_or(seen, stack[..., k])
-    return False
-
-
-def _stacked_masks(segments: Sequence[SegmentSpec], source: Volume) -> npt.NDArray[np.uint8]:
-    """The masks as one uint8 array (z, y, x, segments); refuses wrong shapes and values.
-
-    Stored segment by segment (a (z, y, x, segments) view of a (segments, z, y, x) array):
-    the same values, but each segment's frame is contiguous, so highdicom's checks (a sum
-    over segments, `any` per frame) and its frame encoding run over whole rows.
-    """
-    stacked = np.moveaxis(np.zeros((len(segments), *source.shape), dtype=np.uint8), 0, -1)
-    for k, spec in enumerate(segments):
-        mask = np.asarray(spec.mask)
-        if mask.shape != source.shape:
-            raise InputError(
-                f"segment '{spec.label}': mask shape (z, y, x) {list(mask.shape)} differs from "
-                f"the CT's {list(source.shape)}; give masks on the grid of the CT they belong to"
-            )
-        if not _is_binary(mask):
-            raise InputError(
-                f"segment '{spec.label}': the mask holds values other than 0 and 1; give a "
-                "binary mask (one segment per label)"
-            )
-        stacked[..., k] = mask
-    return stacked
+def _checked_mask(spec: SegmentSpec, source: Volume) -> npt.NDArray[Any]:
+    """The mask of `spec` as an array; refuses another shape than the CT's, or values
+    other than 0 and 1."""
+    mask = np.asarray(spec.mask)
+    if mask.shape != source.shape:
+        raise InputError(
+            f"segment '{spec.label}': mask shape (z, y, x) {list(mask.shape)} differs from "
+            f"the CT's {list(source.shape)}; give masks on the grid of the CT they belong to"
+        )
+    if not _is_binary(mask):
+        raise InputError(
+            f"segment '{spec.label}': the mask holds values other than 0 and 1; give a "
+            "binary mask (one segment per label)"
+        )
+    return mask
 
 
 def _is_binary(mask: npt.NDArray[Any]) -> bool:
@@ -504,10 +422,12 @@ def _is_binary(mask: npt.NDArray[Any]) -> bool:
     return bool(((mask == 0) | (mask == 1)).all())
 
 
-def _source_images(source: Volume) -> list[Any]:
-    """Headers (no pixel data) of the source slices, in the volume's z order."""
+def _source_slices(source: Volume) -> list[SourceSlice]:
+    """The source slices of `source` in its z order, checked: UIDs present, z not
+    resampled, every file unchanged since it was read, the grid still the series' own."""
     uids = referenced_sop_instance_uids(source)
-    if not all(uids) or not source.metadata.get("series_instance_uid"):
+    series_uid = source.metadata.get("series_instance_uid", "")
+    if not all(uids) or not series_uid:
         raise InputError(
             "the source DICOM series lacks SOPInstanceUIDs or a SeriesInstanceUID, so a DICOM "
             "SEG cannot reference it; use the NIfTI masks"
@@ -519,41 +439,69 @@ def _source_images(source: Volume) -> list[Any]:
             "write the masks as NIfTI instead"
         )
     folder = source.metadata.get("source", "")
-    series_uid = source.metadata.get("series_instance_uid", "")
     if not folder:
         raise InputError(
             "the CT does not say which folder it was read from (no 'source' metadata); "
             "read it with read_dicom_series or read_image(folder)"
         )
-    series = find_dicom_series(folder, series_uid=series_uid)
-    by_uid = {s.sop_instance_uid: s.path for s in series.slices}
-    missing = [uid for uid in uids if uid not in by_uid]
-    if missing:
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: no such folder; give the folder that holds the DICOM series")
+    slices = source_slices(source)
+    changed = [s for s in slices if s.changed()]
+    if changed:
         raise InputError(
-            f"{folder}: {len(missing)} of the {len(uids)} source slices of series {series_uid} "
+            f"{folder}: {len(changed)} of the {len(uids)} source slices of series {series_uid} "
             "are no longer there (files moved, removed or replaced since the CT was read); "
             "re-read the CT from its folder"
         )
-    difference = source.geometry.difference(series_geometry(series))
+    difference = source.geometry.difference(geometry_as_read(source))
     if difference is not None:
         raise InputError(
             f"the CT's grid differs from its DICOM series in {folder} ({difference}): it was "
             "cropped or resampled after reading; give masks on the grid of the CT as read"
         )
-    images = [pydicom.dcmread(by_uid[uid], stop_before_pixels=True) for uid in uids]
-    if not all(image.get("SOPClassUID") for image in images):
+    if not all(s.sop_class_uid for s in slices):
         raise InputError(
             f"{folder}: the source slices lack a SOPClassUID, so a DICOM SEG cannot reference "
             "them; use the NIfTI masks"
         )
-    if not all(image.get("FrameOfReferenceUID") for image in images):
+    return slices
+
+
+def _first_header(first: SourceSlice, source: Volume) -> Dataset:
+    """The full header (no pixel data) of the first source slice, for the patient, study and
+    equipment attributes the SEG copies; refused when it is no longer that slice."""
+    try:
+        header = pydicom.dcmread(first.path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError):
+        header = None
+    if header is None or str(header.get("SOPInstanceUID", "")) != first.sop_instance_uid:
+        raise InputError(
+            f"{first.path}: the first source slice of series "
+            f"{source.metadata.get('series_instance_uid', '')} is no longer there (file "
+            "replaced since the CT was read); re-read the CT from its folder"
+        )
+    return header
+
+
+def _frame_of_reference(slices: Sequence[SourceSlice], source: Volume) -> str:
+    """The slices' common FrameOfReferenceUID; one derived from the SeriesInstanceUID (and a
+    WARNING) when a slice has none; `InputError` when they name several."""
+    series_uid = source.metadata.get("series_instance_uid", "")
+    found = {s.frame_of_reference_uid for s in slices}
+    if "" in found:
         # The SEG IOD requires one; derive it from the series so every SEG of this CT shares it.
-        frame_of_reference = generate_uid(entropy_srcs=[series_uid, "FrameOfReferenceUID"])
+        derived = generate_uid(entropy_srcs=[series_uid, "FrameOfReferenceUID"])
         logger.warning(
             "series %s has no FrameOfReferenceUID; the SEG gets %s, derived from the series",
             series_uid,
-            frame_of_reference,
+            derived,
         )
-        for image in images:
-            image.FrameOfReferenceUID = frame_of_reference
-    return images
+        return derived
+    if len(found) > 1:
+        raise InputError(
+            f"series {series_uid}: its slices lie in {len(found)} frames of reference "
+            "(FrameOfReferenceUID differs between slices), so one SEG cannot lie on them all; "
+            "re-export the series"
+        )
+    return found.pop()
