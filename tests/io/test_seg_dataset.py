@@ -31,6 +31,7 @@ from highdicom._standard_utils import (
 )
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code as PydicomCode
 
 import livermets
 from livermets.errors import InputError
@@ -44,7 +45,7 @@ from livermets.io.dicom_seg import (
     read_dicom_seg,
     write_dicom_seg,
 )
-from livermets.io.seg_dataset import SOURCE_KEYWORDS
+from livermets.io.seg_dataset import SOURCE_KEYWORDS, Code
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.shared_data
@@ -90,23 +91,30 @@ def _reference_images(source: Volume) -> list[Dataset]:
     return images
 
 
+def _pydicom_code(code: Code) -> PydicomCode:
+    """Our `Code` as pydicom's, which highdicom takes."""
+    return PydicomCode(code.value, code.scheme_designator, code.meaning, code.scheme_version)
+
+
 def _highdicom_seg(
     path: Path, segments: list[SegmentSpec], source: Volume, series_description: str = "livermets"
 ) -> Path:
     """The SEG highdicom's `Segmentation` writes with `write_dicom_seg`'s former arguments."""
     pixels = np.stack([np.asarray(s.mask, dtype=np.uint8) for s in segments], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="livermets", family=ARTIFICIAL_INTELLIGENCE, version=livermets.__version__
+        name="livermets", family=_pydicom_code(ARTIFICIAL_INTELLIGENCE),
+        version=livermets.__version__
     )
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=spec.label,
-            segmented_property_category=spec.category,
-            segmented_property_type=spec.property_type,
+            segmented_property_category=_pydicom_code(spec.category),
+            segmented_property_type=_pydicom_code(spec.property_type),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-            anatomic_regions=[spec.anatomic_region] if spec.anatomic_region else None,
+            anatomic_regions=([_pydicom_code(spec.anatomic_region)] if spec.anatomic_region
+                              else None),
         )
         for number, spec in enumerate(segments, start=1)
     ]

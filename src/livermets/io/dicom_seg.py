@@ -34,7 +34,6 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from livermets import __version__
@@ -48,7 +47,12 @@ from livermets.io.dicom import (
     series_geometry,
     source_slices,
 )
-from livermets.io.seg_dataset import SEGMENTATION_STORAGE, SegSeries, segmentation_dataset
+from livermets.io.seg_dataset import (
+    SEGMENTATION_STORAGE,
+    Code,
+    SegSeries,
+    segmentation_dataset,
+)
 from livermets.io.volume import Geometry, Volume
 from livermets.types import PathLike
 
