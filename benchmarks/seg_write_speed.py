@@ -1,7 +1,8 @@
 """Time of writing seg.dcm, old (highdicom's `Segmentation`) against new (pydicom), and the
 import time of the predict path's modules, old against new.
 
-Old: the `src` tree of a git revision (default: where this branch left main); new: this
+Old: the `src` tree of a git revision (default: eeb9f96, main's last commit that wrote seg.dcm
+with highdicom); new: this
 working tree's `src`; both copied to one temporary folder (same file system), and both imported
 once before measuring (Python compiles them then). The CT is 3D-IRCADb-01 1.17 (DICOM, 119 x
 512 x 512, from ../shared/data), the masks a liver ellipsoid (81 slices) holding two metastases
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+#: main's last commit whose `write_dicom_seg` built the SEG with highdicom.
+HIGHDICOM_WRITER = "eeb9f96"
 CT = REPO.parent / "shared" / "data" / "ircadb" / "3Dircadb1.17" / "PATIENT_DICOM"
 
 
@@ -94,8 +97,8 @@ def extract_src(revision: str, into: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-rev", default=None,
-                        help="git revision of the old code (default: merge-base of HEAD, main)")
+    parser.add_argument("--old-rev", default=HIGHDICOM_WRITER,
+                        help="git revision of the old code (default: the last with highdicom)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", choices=["write", "import"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -106,9 +109,7 @@ def main() -> None:
     if args.child == "import":
         print(json.dumps(import_once()))
         return
-    revision = args.old_rev or subprocess.run(
-        ["git", "-C", str(REPO), "merge-base", "HEAD", "main"], check=True,
-        capture_output=True, text=True).stdout.strip()
+    revision = args.old_rev
     with tempfile.TemporaryDirectory() as tmp:
         commit = extract_src(revision, Path(tmp) / "old")
         shutil.copytree(REPO / "src", Path(tmp) / "new" / "src",
