@@ -528,7 +528,8 @@ def _share(shard: str | None, merge: bool, env: DistributedEnvironment) -> Shard
 
 def _rank_cores(env: DistributedEnvironment) -> int:
     """This rank's share of its machine's cores: the cores divided among the machine's ranks."""
-    from livermets.infer.shards import machine_cpus, rank_threads
+    from livermets.infer.shards import rank_threads
+    from livermets.slabs import machine_cpus
 
     return rank_threads(machine_cpus(), env.local_world_size)
 
@@ -538,9 +539,11 @@ def _start_rank(env: DistributedEnvironment) -> None:
     import torch
 
     from livermets.infer.shards import start_ranks
+    from livermets.slabs import set_slab_threads
 
     threads = _rank_cores(env)
     torch.set_num_threads(threads)
+    set_slab_threads(threads)
     start_ranks()
     logger.info("rank %d of %d: %d torch thread(s)", env.rank + 1, env.world_size, threads)
 

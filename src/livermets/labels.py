@@ -14,6 +14,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from livermets.boxes import bounding_box
+from livermets.slabs import by_slabs
 from livermets.types import Spacing
 
 logger = logging.getLogger(__name__)
@@ -156,8 +157,21 @@ def fill_holes(mask: npt.NDArray[np.generic], *, in_plane: bool = False
     A hole is a face-connected piece of background that touches no face of the array (with
     `in_plane`: no y or x edge of its slice). `binary_fill_holes` grows the background in from
     the array's border until nothing changes, one pass per step; labelling the background once
-    and keeping the pieces that touch the border gives the same voxels.
+    and keeping the pieces that touch the border gives the same voxels. Slice by slice
+    (`in_plane`), slabs of slices run on threads (`livermets.slabs`).
     """
+    if in_plane:
+        return by_slabs(_filled_in_plane, np.asarray(mask))
+    return _filled(np.asarray(mask), in_plane=False)
+
+
+def _filled_in_plane(mask: npt.NDArray[np.generic]) -> npt.NDArray[np.bool_]:
+    """`fill_holes(mask, in_plane=True)` on one slab of slices."""
+    return _filled(mask, in_plane=True)
+
+
+def _filled(mask: npt.NDArray[np.generic], *, in_plane: bool) -> npt.NDArray[np.bool_]:
+    """`fill_holes` in one labelling pass (its docstring)."""
     background, count = ndimage.label(np.asarray(mask) <= 0,
                                       structure=_IN_PLANE if in_plane else _STRUCTURES[6])
     outer = np.zeros(count + 1, dtype=bool)

@@ -19,6 +19,8 @@ or a necrotic lesion enclosed by the liver is still filled.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
@@ -30,6 +32,7 @@ from livermets.labels import connected_components, fill_holes, label_medians, no
 from livermets.models.saved import SavedModel
 from livermets.morphology import within_distance
 from livermets.preprocess import LIVER_WINDOW_HU, window
+from livermets.slabs import by_slabs
 from livermets.types import Spacing
 
 LIVER_THRESHOLD = 0.5
@@ -120,15 +123,10 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     found = _bounding_box(liver)
     assert found is not None  # sure_inside is not empty
     box = _notch_box(found, spacing, liver.shape)
-    size = [1] + [max(1, round(LOCAL_MEAN_MM / s)) for s in spacing[1:]]
     in_box = inside[box]
-    weight = in_box.astype(np.float32)  # the mean over liver voxels only: no fat mixed in
-    total = ndimage.uniform_filter(np.asarray(hu[box], dtype=np.float32) * weight, size=size)
-    share = ndimage.uniform_filter(weight, size=size)
-    del weight
-    kept = np.zeros_like(in_box)  # the local mean is needed at the liver's voxels only
-    kept[in_box] = total[in_box] / np.maximum(share[in_box], 1e-6) >= level - DARK_BELOW_LIVER_HU
-    del total, share
+    bright = functools.partial(_bright_enough, floor=level - DARK_BELOW_LIVER_HU,
+                               size=[max(1, round(LOCAL_MEAN_MM / s)) for s in spacing[1:]])
+    kept = by_slabs(bright, hu[box], in_box)  # slice by slice: slabs on threads
     if not kept.any():
         return liver
     core = largest_filled_component(kept, fill=False) > 0
@@ -136,6 +134,19 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     out = np.zeros_like(liver)
     out[box] = largest_filled_component((closed & above[box]) | core, hu=hu[box])
     return out
+
+
+def _bright_enough(hu: npt.NDArray[np.generic], inside: npt.NDArray[np.bool_], *,
+                   floor: float, size: list[int]) -> npt.NDArray[np.bool_]:
+    """The voxels of `inside` (z, y, x) whose local mean HU over `inside`'s voxels in a
+    `size` (y, x pixels) square of their slice is at least `floor` (HU); slice-local."""
+    weight = inside.astype(np.float32)  # the mean over liver voxels only: no fat mixed in
+    total = ndimage.uniform_filter(np.asarray(hu, dtype=np.float32) * weight, size=[1, *size])
+    share = ndimage.uniform_filter(weight, size=[1, *size])
+    del weight
+    kept = np.zeros_like(inside)  # the local mean is needed at the liver's voxels only
+    kept[inside] = total[inside] / np.maximum(share[inside], 1e-6) >= floor
+    return kept
 
 
 def _closing(mask: npt.NDArray[np.bool_], spacing: Spacing, radius_mm: float

@@ -16,7 +16,6 @@ functions that talk to the other ranks, so `radiomics` (and its worker processes
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,13 +63,6 @@ def shard_of(case_ids: Sequence[str], k: int, n: int) -> list[str]:
     ordered = sorted(set(case_ids))
     mine = set(ordered[k - 1::n])
     return [case_id for case_id in case_ids if case_id in mine]
-
-
-def machine_cpus() -> int:
-    """The cores this process may run on (its CPU affinity where the system tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def rank_threads(cpus: int, local_world_size: int) -> int:
