@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from livermets.labels import (
     connected_components,
@@ -31,6 +32,22 @@ def test_edge_touch_joins_at_18() -> None:
     mask[0, 0, 0] = mask[0, 1, 1] = 1  # share an edge, not a face
     assert connected_components(mask, connectivity=6)[1] == 2
     assert connected_components(mask, connectivity=18)[1] == 1
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_a_sparse_mask_gets_scipys_labels(connectivity: int) -> None:
+    """Labelled in its bounding box only, a sparse mask gets scipy's labels on the whole
+    array, numbers included (scan order), also with a component on the box's every face."""
+    rng = np.random.default_rng(2)
+    volume = np.zeros((30, 40, 50), dtype=bool)
+    volume[5:17, 8:30, 10:35] = ndimage.gaussian_filter(rng.normal(size=(12, 22, 25)), 1) > 0.3
+    volume[5, 20, 20] = volume[16, 9, 11] = volume[10, 29, 34] = True
+    structure = ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    expected, count = ndimage.label(volume, structure=structure)
+    labels, found = connected_components(volume, connectivity=connectivity)
+    assert found == count > 3
+    assert labels.dtype == np.int32 and labels.shape == volume.shape
+    assert np.array_equal(labels, expected)
 
 
 def test_bad_connectivity() -> None:

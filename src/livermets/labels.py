@@ -37,11 +37,27 @@ def connected_components(
 
     `connectivity` is 6, 18 or 26 (face, +edge, +corner neighbours). Returns the int32 label
     array (0 background, 1..K in scan order) and K.
+
+    A sparse mask (its bounding box under half the array, e.g. lesions in a liver's box) is
+    labelled in its bounding box only: the same labels, as the scan order of the voxels in a
+    box is theirs in the array.
     """
     if connectivity not in _STRUCTURES:
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity}")
-    labels, count = ndimage.label(np.asarray(mask) > 0, structure=_STRUCTURES[connectivity])
+    inside = np.asarray(mask) > 0
+    box = bounding_box(inside)
+    if box is not None and _voxels(box) * 2 < inside.size:
+        labels = np.zeros(inside.shape, dtype=np.int32)
+        part, count = ndimage.label(inside[box], structure=_STRUCTURES[connectivity])
+        labels[box] = part
+        return labels, int(count)
+    labels, count = ndimage.label(inside, structure=_STRUCTURES[connectivity])
     return labels.astype(np.int32, copy=False), int(count)
+
+
+def _voxels(box: tuple[slice, ...]) -> int:
+    """The number of voxels of a box of (start, stop) slices."""
+    return int(np.prod([b.stop - b.start for b in box]))
 
 
 def smallest_label_dtype(max_label: int) -> np.dtype[np.unsignedinteger]:
