@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from livermets.datasets.synth import generate_cohort
@@ -45,6 +47,14 @@ def shared_path(*parts: str) -> Path:
 
 
 @functools.cache
+def ellipsoid(shape: tuple[int, ...], centre: tuple[int, int, int],
+              radii: tuple[int, int, int]) -> npt.NDArray[np.uint8]:
+    """uint8 0/1 ellipsoid (z, y, x) with centre and semi-axes in voxels."""
+    z, y, x = np.indices(shape)
+    d = sum(((a - c) / r) ** 2 for a, c, r in zip((z, y, x), centre, radii, strict=True))
+    return np.asarray(d <= 1.0).astype(np.uint8)
+
+
 def repo_script(relative: str) -> ModuleType:
     """A script of the repository (e.g. "benchmarks/starter_validation.py") imported once as
     a module named after it, so tests can call its functions without running it."""

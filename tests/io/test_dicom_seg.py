@@ -27,7 +27,7 @@ from livermets.io.dicom_seg import (
     read_dicom_seg_for_series,
     write_dicom_seg,
 )
-from tests.conftest import shared_path
+from tests.conftest import ellipsoid, shared_path
 
 pytestmark = pytest.mark.shared_data
 
@@ -303,15 +303,6 @@ def _three_slice_masks() -> tuple[np.ndarray, np.ndarray]:
     return liver, lesions
 
 
-def _ellipsoid(
-    shape: tuple[int, ...], centre: tuple[int, int, int], radii: tuple[int, int, int]
-) -> np.ndarray:
-    """uint8 0/1 ellipsoid (z, y, x) with centre and semi-axes in voxels."""
-    z, y, x = np.indices(shape)
-    d = sum(((a - c) / r) ** 2 for a, c, r in zip((z, y, x), centre, radii, strict=True))
-    return (d <= 1.0).astype(np.uint8)
-
-
 def test_write_round_trip_on_three_slices(
     ct_folder: Path, ct_volume: Volume, tmp_path: Path
 ) -> None:
@@ -353,8 +344,8 @@ def test_write_round_trip_on_ircadb(tmp_path: Path) -> None:
     folder = shared_path("ircadb", "3Dircadb1.17", "PATIENT_DICOM")
     ct = read_image(folder)
     assert ct.shape == (119, 512, 512)
-    liver = _ellipsoid(ct.shape, (60, 250, 180), (40, 80, 100))
-    lesions = _ellipsoid(ct.shape, (50, 240, 150), (6, 10, 10)) | _ellipsoid(
+    liver = ellipsoid(ct.shape, (60, 250, 180), (40, 80, 100))
+    lesions = ellipsoid(ct.shape, (50, 240, 150), (6, 10, 10)) | ellipsoid(
         ct.shape, (75, 270, 220), (4, 7, 7)
     )
     assert liver.any(axis=(1, 2)).sum() == 81 and lesions.any(axis=(1, 2)).sum() == 13 + 9

@@ -46,7 +46,7 @@ from livermets.io.dicom_seg import (
     write_dicom_seg,
 )
 from livermets.io.seg_dataset import SOURCE_KEYWORDS, Code
-from tests.conftest import shared_path
+from tests.conftest import ellipsoid, shared_path
 
 pytestmark = pytest.mark.shared_data
 
@@ -257,15 +257,6 @@ def _both_ways(tmp_path: Path, segments: list[SegmentSpec], source: Volume) -> D
 # --- cases ---------------------------------------------------------------------------------
 
 
-def _ellipsoid(
-    shape: tuple[int, ...], centre: tuple[int, int, int], radii: tuple[int, int, int]
-) -> np.ndarray:
-    """uint8 0/1 ellipsoid (z, y, x) with centre and semi-axes in voxels."""
-    z, y, x = np.indices(shape)
-    d = sum(((a - c) / r) ** 2 for a, c, r in zip((z, y, x), centre, radii, strict=True))
-    return (d <= 1.0).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def ircadb() -> Volume:
     """IRCADb 1.17: 119 slices, no FrameOfReferenceUID, no Manufacturer."""
@@ -276,10 +267,10 @@ def ircadb() -> Volume:
 def ircadb_masks(ircadb: Volume) -> tuple[np.ndarray, np.ndarray]:
     """A liver (81 slices) holding two metastases (13 and 9 slices), as `predict` writes them:
     the liver mask includes the metastases (the segments overlap)."""
-    lesions = _ellipsoid(ircadb.shape, (50, 240, 150), (6, 10, 10)) | _ellipsoid(
+    lesions = ellipsoid(ircadb.shape, (50, 240, 150), (6, 10, 10)) | ellipsoid(
         ircadb.shape, (75, 270, 220), (4, 7, 7)
     )
-    liver = _ellipsoid(ircadb.shape, (60, 250, 180), (40, 80, 100)) | lesions
+    liver = ellipsoid(ircadb.shape, (60, 250, 180), (40, 80, 100)) | lesions
     return liver, lesions.astype(bool)
 
 
@@ -371,8 +362,8 @@ def test_one_empty_segment_on_three_slices(three_slices: Volume, tmp_path: Path)
 def test_liver_and_metastases_on_crlm(tmp_path: Path) -> None:
     """CRLM-CT-1004 (GE, 41 slices of 5 mm, DICOM as exported from TCIA)."""
     ct = read_image(shared_path("crlm", "CRLM-CT-1004"))
-    lesions = _ellipsoid(ct.shape, (20, 230, 300), (3, 25, 25))
-    liver = _ellipsoid(ct.shape, (20, 250, 320), (12, 90, 110)) | lesions
+    lesions = ellipsoid(ct.shape, (20, 230, 300), (3, 25, 25))
+    liver = ellipsoid(ct.shape, (20, 250, 320), (12, 90, 110)) | lesions
     seg = _both_ways(tmp_path, [liver_segment(liver), metastases_segment(lesions)], ct)
     assert seg.SegmentsOverlap == "YES"
 

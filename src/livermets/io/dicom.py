@@ -325,12 +325,6 @@ def source_slices(volume: Volume) -> list[SourceSlice]:
 
     Raises `InputError` when the volume does not carry them (not read by `read_dicom_series`).
     """
-    raw = volume.metadata.get("dicom_slices")
-    if raw is None:
-        raise InputError(
-            "the CT does not record the DICOM files it was read from (no 'dicom_slices' "
-            "metadata); read it with read_dicom_series or read_image(folder)"
-        )
     return [
         SourceSlice(
             path=Path(item["path"]),
@@ -342,7 +336,7 @@ def source_slices(volume: Volume) -> list[SourceSlice]:
             position=(str(item["position"][0]), str(item["position"][1]),
                       str(item["position"][2])),
         )
-        for item in json.loads(raw)
+        for item in _recorded(volume, "dicom_slices", "the DICOM files it was read from")
     ]
 
 
@@ -351,17 +345,23 @@ def geometry_as_read(volume: Volume) -> Geometry:
 
     Raises `InputError` when the volume does not carry it (not read by `read_dicom_series`).
     """
-    raw = volume.metadata.get("dicom_geometry")
-    if raw is None:
-        raise InputError(
-            "the CT does not record the grid of its DICOM series (no 'dicom_geometry' "
-            "metadata); read it with read_dicom_series or read_image(folder)"
-        )
-    grid = json.loads(raw)
+    grid = _recorded(volume, "dicom_geometry", "the grid of its DICOM series")
     return Geometry(
         tuple(grid["shape"]), tuple(grid["spacing"]), tuple(grid["origin"]),
         tuple(grid["direction"]),
     )
+
+
+def _recorded(volume: Volume, key: str, what: str) -> Any:
+    """The JSON value the series scan recorded in `volume.metadata[key]`; `InputError` naming
+    `what` when the volume does not carry it (not read by `read_dicom_series`)."""
+    raw = volume.metadata.get(key)
+    if raw is None:
+        raise InputError(
+            f"the CT does not record {what} (no '{key}' metadata); read it with "
+            "read_dicom_series or read_image(folder)"
+        )
+    return json.loads(raw)
 
 
 # --- headers and series ---------------------------------------------------------------------
