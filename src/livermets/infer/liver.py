@@ -79,7 +79,7 @@ def postprocess_liver(above: npt.NDArray[np.bool_], sure: npt.NDArray[np.bool_],
     liver lies inside it), so every step sees what it would see on the whole CT, and the CT is
     passed over only to find that box and to write the mask back.
     """
-    found = _bounding_box(above)
+    found = bounding_box(above)
     if found is None:
         raise InputError(_NO_LIVER)
     box = _notch_box(found, spacing, above.shape)
@@ -90,12 +90,6 @@ def postprocess_liver(above: npt.NDArray[np.bool_], sure: npt.NDArray[np.bool_],
     out = np.zeros(above.shape, dtype=np.uint8)
     out[box] = liver
     return out
-
-
-def _bounding_box(mask: npt.NDArray[np.generic]) -> tuple[slice, ...] | None:
-    """The bounding box of `mask > 0` (z, y, x slices); None when it is empty
-    (`boxes.bounding_box`)."""
-    return bounding_box(mask)
 
 
 def _notch_box(box: tuple[slice, ...], spacing: Spacing, shape: tuple[int, ...]
@@ -120,7 +114,7 @@ def drop_dark_tissue(liver: npt.NDArray[np.uint8], above: npt.NDArray[np.bool_],
     if not sure_inside.any():
         return liver
     level = float(np.median(np.asarray(hu[sure_inside], dtype=np.float32)))
-    found = _bounding_box(liver)
+    found = bounding_box(liver)
     assert found is not None  # sure_inside is not empty
     box = _notch_box(found, spacing, liver.shape)
     in_box = inside[box]
@@ -178,7 +172,7 @@ def largest_filled_component(mask: npt.NDArray[np.bool_], *, fill: bool = True,
     int32 component labels are the largest array (4 bytes a voxel).
     """
     inside = np.asarray(mask, dtype=bool)
-    box = _bounding_box(inside)
+    box = bounding_box(inside)
     if box is None:
         raise InputError(_NO_LIVER)
     labels, _ = connected_components(inside[box])
@@ -210,7 +204,7 @@ def fill_liver_holes(liver: npt.NDArray[np.bool_], hu: npt.NDArray[np.generic] |
     if hu is None:
         return filled
     added = not_enclosed(liver, filled)  # added by the slice filling alone, open in 3D
-    box = _bounding_box(added)
+    box = bounding_box(added)
     if box is None:
         return filled
     pockets, count = connected_components(added[box])

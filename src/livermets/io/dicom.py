@@ -377,9 +377,15 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 
 
 def _read_header(path: Path) -> Any | None:
-    """The header of a DICOM file (no pixel data), or None when it is not DICOM."""
+    """The header tags the series scan needs (no pixel data), or None when it is not DICOM."""
+    return read_header(path, tags=_HEADER_TAGS)
+
+
+def read_header(path: PathLike, *, tags: list[str] | None = None) -> Any | None:
+    """The header of a DICOM file without pixel data (only `tags` when given), or None when
+    it is not DICOM or cannot be read."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except (InvalidDicomError, OSError, EOFError, ValueError):
         return None
 

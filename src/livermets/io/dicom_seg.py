@@ -43,6 +43,7 @@ from livermets.io.dicom import (
     SourceSlice,
     find_dicom_series,
     geometry_as_read,
+    read_header,
     referenced_sop_instance_uids,
     series_geometry,
     source_slices,
@@ -475,10 +476,7 @@ def _source_slices(source: Volume) -> list[SourceSlice]:
 def _first_header(first: SourceSlice, source: Volume) -> Dataset:
     """The full header (no pixel data) of the first source slice, for the patient, study and
     equipment attributes the SEG copies; refused when it is no longer that slice."""
-    try:
-        header = pydicom.dcmread(first.path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError):
-        header = None
+    header = read_header(first.path)
     if header is None or str(header.get("SOPInstanceUID", "")) != first.sop_instance_uid:
         raise InputError(
             f"{first.path}: the first source slice of series "
